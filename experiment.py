@@ -1,0 +1,471 @@
+"""The unlearning experiment shared by both entry scripts: flags, models, the per-unit loop, reports.
+
+A *unit* is one set of forget classes: `[c]` for each class in a single-class run, one drawn
+set of K classes in a multi-class run. For each unit the pipeline
+  1. draws the retain subset (`retain_percent` of every retain class's training samples),
+  2. makes anti-samples for each forget class and fine-tunes a copy of the original model on
+     retain subset + anti-samples (then, with --repair-epochs, on the retain subset alone),
+  3. evaluates it, and trains (or loads from cache) the retrained gold model for comparison.
+Trained models are cached under --cache-dir and finished units under --out, so a rerun of the
+same command reuses everything already done.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import hparams
+from anti_sample import AntiSampleParams, anti_sample_set
+from datasets import DATASETS, Split, get_dataset_spec, load_dataset
+from errors import UserError
+from models import get_model, list_models, resolve_pretrained
+from train_utils import (NonFiniteLossError, TrainParams, atomic_write, evaluate, load_checkpoint,
+                         load_weights, save_checkpoint, train)
+
+DEFAULT_SEED = 100  # PAPER.md: torch seed 100
+METRICS = [
+    "original_retain_test_acc", "original_forget_test_acc",
+    "unlearned_retain_test_acc", "unlearned_forget_test_acc",
+    "unlearned_retain_train_acc", "unlearned_forget_train_acc",
+    "retrained_retain_test_acc", "retrained_forget_test_acc",
+    "unlearn_seconds",
+]
+# Resolved settings that do not change any number in the results (left out of fingerprints).
+NOT_AFFECTING_RESULTS = {"out", "classes", "progress", "cache_dir"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Flags
+
+
+def parse_classes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids like 0,3,7, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {value:g}")
+    return value
+
+
+def tail(text: str) -> int:
+    return 0 if text.lower() in ("0", "none") else positive_int(text)
+
+
+def get_args_parser(dataset: str, model: str, retain_percent: float, description: str,
+                    multi_class: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = parser.add_argument_group("run")
+    run.add_argument("--dataset", default=dataset, help=f"one of {', '.join(DATASETS)}")
+    run.add_argument("--model", default=model, help=f"one of {', '.join(list_models())}")
+    run.add_argument("--retain-percent", type=percent, default=retain_percent,
+                     help="percentage of each retain class's training data the unlearner may use "
+                          "(30: the paper's Unlearning-30, 100: Unlearning-100)")
+    run.add_argument("--data-root", default=None,
+                     help="where torchvision data sets live or are downloaded to (default ./data); "
+                          "for cifar10 also an image-folder tree or a .tar.gz of one")
+    run.add_argument("--max-per-class", type=positive_int, default=None,
+                     help="use only the first N train and N test samples of each class (quick runs)")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                     help="torch device for data and models")
+    run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of every random draw")
+    run.add_argument("--out", default=None,
+                     help="results folder (default results/<dataset>/<model>/"
+                          f"{'multi' if multi_class else 'single'}_class_<percent>)")
+    run.add_argument("--cache-dir", default="checkpoints",
+                     help="where trained original and retrained models are cached")
+    run.add_argument("--checkpoint", default=None,
+                     help="use this trained original model (a checkpoint of this repository) "
+                          "instead of training or loading one from the cache")
+    run.add_argument("--no-retrain", action="store_true",
+                     help="skip the retrained gold models (their columns are left empty)")
+    run.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                     help="start ResNet18 / MobileNet_v2 from ImageNet weights (default: yes for "
+                          "those two, as in the paper; the other models have none)")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                     help="show progress bars")
+
+    hp = parser.add_argument_group(
+        "hyperparameters", "default: the paper's table for the model and data set (hparams.py)")
+    hp.add_argument("--epochs", type=positive_int, help="epochs of the original and retrained models")
+    hp.add_argument("--lr", type=float, help="Adam learning rate of the original and retrained models")
+    hp.add_argument("--batch-size", type=positive_int, help="minibatch size of every phase")
+    hp.add_argument("--unlearn-epochs", type=positive_int,
+                    help=f"epochs on retain subset + anti-samples (paper: "
+                         f"{hparams.UNLEARN_EPOCHS_MULTI if multi_class else hparams.UNLEARN_EPOCHS_SINGLE})")
+    hp.add_argument("--unlearn-scale-lr", type=float, help="unlearning lr = this x --lr")
+    hp.add_argument("--local-variance", type=float, help="lambda: noise scale")
+    hp.add_argument("--size-multiplier", type=positive_int, help="m: candidate rounds")
+    hp.add_argument("--p", type=float, help="probability of keeping a perturbed feature")
+    hp.add_argument("--tail-randomized", type=tail,
+                    help="k: draw the neighbour among the k farthest (0 or none: the farthest)")
+    hp.add_argument("--no-generated-data", type=positive_int, help="g: anti-samples per forget class")
+    hp.add_argument("--eps", type=float, help="floor of the noise scale")
+    hp.add_argument("--convex-combination", action=argparse.BooleanOptionalAction, default=None,
+                    help="mix the candidates into g anti-samples with softmax weights")
+    hp.add_argument("--repair-epochs", type=non_negative_int, default=0,
+                    help="after unlearning, fine-tune this many epochs on the retain subset alone "
+                         "at --lr (ours; 0 is the paper's protocol)")
+    return parser
+
+
+@dataclass
+class RunConfig:
+    """Every resolved setting of a run; saved in summary.json and in each checkpoint."""
+    dataset: str
+    model: str
+    retain_percent: float
+    multi_class: bool
+    data_root: str | None
+    max_per_class: int | None
+    device: str
+    seed: int
+    out: str
+    cache_dir: str
+    checkpoint: str | None
+    retrain: bool
+    pretrained: bool
+    progress: bool
+    repair_epochs: int
+    hparams: hparams.RunHparams
+
+    @property
+    def anti_sample_params(self) -> AntiSampleParams:
+        h = self.hparams
+        return AntiSampleParams(h.local_variance, h.size_multiplier, h.p, h.tail_randomized,
+                                h.no_generated_data, h.eps, h.convex_combination)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
+    spec = get_dataset_spec(args.dataset)
+    pretrained = resolve_pretrained(args.model, args.pretrained)  # also validates the model name
+    table = hparams.resolve(args.model, spec.hparams_as, args.retain_percent, multi_class)
+    overrides = {field: getattr(args, field) for field in asdict(table)
+                 if getattr(args, field, None) is not None}
+    if overrides.get("tail_randomized") == 0:  # --tail-randomized 0/none: always the farthest
+        overrides["tail_randomized"] = None
+    run_hparams = hparams.RunHparams(**{**asdict(table), **overrides})
+    device = resolve_device(args.device)
+    kind = "multi" if multi_class else "single"
+    out = args.out or f"results/{args.dataset}/{args.model}/{kind}_class_{args.retain_percent:g}"
+    return RunConfig(
+        dataset=args.dataset, model=args.model, retain_percent=args.retain_percent,
+        multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
+        device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
+        checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
+        progress=args.progress, repair_epochs=args.repair_epochs, hparams=run_hparams)
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a torch device; try cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} is not available here (no CUDA GPU); use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name} is not available here; use --device cpu")
+    return device
+
+
+def check_classes(classes: list[int], num_classes: int, flag: str = "--classes") -> list[int]:
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise UserError(f"{flag}: class {bad[0]} is out of range; classes are 0..{num_classes - 1}")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise UserError(f"{flag}: class {repeated[0]} is given more than once")
+    if not classes:
+        raise UserError(f"{flag}: no class given")
+    return classes
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds and fingerprints
+
+
+def derived_seed(seed: int, *keys: Any) -> int:
+    """A seed for one purpose (e.g. ("retain", 3)), independent of the order units are run in."""
+    return zlib.crc32(repr((seed, *keys)).encode())
+
+
+def make_generator(seed: int, *keys: Any, device: str | torch.device = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derived_seed(seed, *keys))
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------
+# The experiment
+
+
+class Experiment:
+    """Data, the original model and cached models of one run; `run_unit` does one forget set."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.spec = get_dataset_spec(config.dataset)
+        self.train_data, self.test_data = load_dataset(
+            config.dataset, config.data_root, config.device, config.max_per_class)
+        self.original_state = self._original_state()
+
+    # -- models --------------------------------------------------------------------------------
+
+    def new_model(self) -> torch.nn.Module:
+        torch.manual_seed(derived_seed(self.config.seed, "init"))
+        model = get_model(self.config.model, self.spec.num_classes, self.spec.in_channels,
+                          self.config.pretrained)
+        return model.to(self.config.device)
+
+    def model_from(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        model = self.new_model()
+        model.load_state_dict(state)
+        return model
+
+    def _training_settings(self) -> dict[str, Any]:
+        c, h = self.config, self.config.hparams
+        data_root = str(Path(c.data_root).resolve()) if c.data_root else None
+        return {"dataset": c.dataset, "data_root": data_root, "max_per_class": c.max_per_class,
+                "model": c.model, "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
+                "batch_size": h.batch_size, "seed": c.seed, "device": torch.device(c.device).type}
+
+    def _trained_state(self, name: str, classes: list[int]) -> dict[str, torch.Tensor]:
+        """A model trained on the training samples of `classes`, from the cache when it is there."""
+        settings = {**self._training_settings(), "classes": classes}
+        path = (Path(self.config.cache_dir) / self.config.dataset / self.config.model
+                / f"{name}_{fingerprint(settings)}.pt")
+        if path.exists():
+            try:
+                return load_checkpoint(path)["state_dict"]
+            except UserError as error:
+                print(f"warning: {error}; training it again", file=sys.stderr)
+        model = self.new_model()
+        h = self.config.hparams
+        train(model, self.train_data.of_classes(classes), TrainParams(h.epochs, h.lr, h.batch_size),
+              make_generator(self.config.seed, "train", name), phase=f"{name} model",
+              progress=self.config.progress)
+        save_checkpoint(path, model, {"settings": settings, "run": self.config.to_dict()})
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def _original_state(self) -> dict[str, torch.Tensor]:
+        if self.config.checkpoint:
+            model = self.new_model()
+            load_weights(model, load_checkpoint(self.config.checkpoint), self.config.checkpoint)
+            return model.state_dict()
+        return self._trained_state("original", list(range(self.spec.num_classes)))
+
+    def retrained_state(self, forget_classes: list[int]) -> dict[str, torch.Tensor]:
+        retain = [c for c in range(self.spec.num_classes) if c not in forget_classes]
+        return self._trained_state("retrained_without_" + "_".join(map(str, forget_classes)), retain)
+
+    # -- one unit ------------------------------------------------------------------------------
+
+    def retain_subset(self, forget_classes: list[int]) -> Split:
+        """`retain_percent` of each retain class's training samples, drawn at random."""
+        generator = make_generator(self.config.seed, "retain", forget_classes)
+        labels = self.train_data.labels.cpu()
+        keep = []
+        for c in range(self.spec.num_classes):
+            if c in forget_classes:
+                continue
+            members = (labels == c).nonzero().squeeze(1)
+            count = max(1, round(len(members) * self.config.retain_percent / 100))
+            keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        return self.train_data.subset(torch.cat(keep).sort().values.to(self.config.device))
+
+    def unlearn(self, forget_classes: list[int]) -> tuple[torch.nn.Module, float]:
+        """A copy of the original model after anti-sample unlearning, and the seconds it took."""
+        c, h = self.config, self.config.hparams
+        model = self.model_from(self.original_state)
+        synchronize(c.device)
+        start = time.perf_counter()
+        retain = self.retain_subset(forget_classes)
+        anti = anti_sample_set(self.train_data, forget_classes, retain, c.anti_sample_params,
+                               make_generator(c.seed, "anti", forget_classes, device=c.device))
+        mixed = Split(torch.cat([retain.images, anti.images]), torch.cat([retain.labels, anti.labels]))
+        shuffle = make_generator(c.seed, "unlearn", forget_classes)
+        name = f"unlearning {','.join(map(str, forget_classes))}"
+        train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size),
+              shuffle, phase=name, progress=c.progress)
+        if c.repair_epochs:
+            train(model, retain, TrainParams(c.repair_epochs, h.lr, h.batch_size), shuffle,
+                  phase=f"repair {name}", progress=c.progress)
+        synchronize(c.device)
+        return model, time.perf_counter() - start
+
+    def run_unit(self, forget_classes: list[int]) -> dict[str, Any]:
+        """One row of the summary (accuracies in percent) for this forget set."""
+        original = evaluate(self.model_from(self.original_state), self.test_data, forget_classes)
+        unlearned, seconds = self.unlearn(forget_classes)
+        test = evaluate(unlearned, self.test_data, forget_classes)
+        train_acc = evaluate(unlearned, self.train_data, forget_classes)
+        retrained = {"retain": None, "forget": None}
+        if self.config.retrain:
+            retrained = evaluate(self.model_from(self.retrained_state(forget_classes)),
+                                 self.test_data, forget_classes)
+        return {
+            "original_retain_test_acc": original["retain"], "original_forget_test_acc": original["forget"],
+            "unlearned_retain_test_acc": test["retain"], "unlearned_forget_test_acc": test["forget"],
+            "unlearned_retain_train_acc": train_acc["retain"],
+            "unlearned_forget_train_acc": train_acc["forget"],
+            "retrained_retain_test_acc": retrained["retain"],
+            "retrained_forget_test_acc": retrained["forget"],
+            "unlearn_seconds": seconds,
+        }
+
+    def run(self, units: list[list[int]]) -> list[dict[str, Any]]:
+        """Rows for every unit; a unit already finished by an earlier run of the same settings
+        is read back from --out instead of being computed again."""
+        settings = {k: v for k, v in self.config.to_dict().items() if k not in NOT_AFFECTING_RESULTS}
+        key = fingerprint(settings)
+        rows = []
+        for forget_classes in tqdm(units, desc="forget sets", disable=not self.config.progress):
+            path = Path(self.config.out) / "units" / f"forget_{'_'.join(map(str, forget_classes))}.json"
+            row = read_unit(path, key)
+            if row is None:
+                try:
+                    row = self.run_unit(forget_classes)
+                except NonFiniteLossError as error:
+                    raise UserError(f"stopped, forgetting classes {forget_classes}: {error}; "
+                                    f"try a smaller --unlearn-scale-lr or --lr") from None
+                write_json(path, {"fingerprint": key, "row": row})
+            rows.append(row)
+        return rows
+
+
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def read_unit(path: Path, key: str) -> dict[str, Any] | None:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["row"] if saved.get("fingerprint") == key else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Summaries and reports
+
+
+def summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and (population) standard deviation of every metric over the rows; None if absent."""
+    mean, std = {}, {}
+    for metric in METRICS:
+        values = [row[metric] for row in rows if row[metric] is not None]
+        mean[metric] = float(np.mean(values)) if values else None
+        std[metric] = float(np.std(values)) if values else None
+    return mean, std
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda file: file.write(json.dumps(data, indent=2).encode()))
+
+
+def write_summary(out: Path, config: RunConfig, row_key: str, rows: list[dict[str, Any]]) -> dict:
+    """summary.json and summary.csv in `out`; returns the summary."""
+    mean, std = summarise(rows)
+    rows_name = "per_draw" if config.multi_class else "per_class"
+    summary = {"config": config.to_dict(), rows_name: rows, "mean": mean, "std": std}
+    write_json(out / "summary.json", summary)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["row", row_key, *METRICS])
+    for label, row in [*(("unit", r) for r in rows), ("mean", mean), ("std", std)]:
+        unit = row.get(row_key, "")
+        unit = " ".join(map(str, unit)) if isinstance(unit, list) else unit
+        writer.writerow([label, unit, *("" if row[m] is None else f"{row[m]:.4f}" for m in METRICS)])
+    atomic_write(out / "summary.csv", lambda file: file.write(text.getvalue().encode()))
+    return summary
+
+
+COLUMNS = [  # (header, metric) of the printed table
+    ("orig retain", "original_retain_test_acc"), ("orig forget", "original_forget_test_acc"),
+    ("unl retain", "unlearned_retain_test_acc"), ("unl forget", "unlearned_forget_test_acc"),
+    ("retr retain", "retrained_retain_test_acc"), ("retr forget", "retrained_forget_test_acc"),
+    ("seconds", "unlearn_seconds"),
+]
+
+
+def format_table(row_key: str, rows: list[dict[str, Any]], mean: dict, std: dict) -> str:
+    """The per-unit table with mean and std rows (test accuracies in percent)."""
+    def cell(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    def unit(row):
+        value = row[row_key]
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    width = max(len(row_key), *(len(unit(r)) for r in rows), 4)
+    lines = [f"{row_key:>{width}} " + " ".join(f"{h:>11}" for h, _ in COLUMNS)]
+    for label, row in [*((unit(r), r) for r in rows), ("mean", mean), ("std", std)]:
+        lines.append(f"{label:>{width}} " + " ".join(f"{cell(row[m]):>11}" for _, m in COLUMNS))
+    return "\n".join(lines)
+
+
+def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool,
+         choose_units) -> int:
+    """Parse flags, run every unit, print the table and write the summary. Exit status 2 with a
+    one-line message for anything the user can fix."""
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_config(args, multi_class)
+        out = Path(config.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; give a folder")
+        units = choose_units(args, get_dataset_spec(config.dataset))
+        experiment = Experiment(config)
+        row_key = "forget_classes" if multi_class else "forget_class"
+        rows = [{row_key: u if multi_class else u[0], **row}
+                for u, row in zip(units, experiment.run(units))]
+        summary = write_summary(out, config, row_key, rows)
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g} "
+          f"(accuracy on the test set, %):")
+    print(format_table(row_key, rows, summary["mean"], summary["std"]))
+    print(f"wrote {out / 'summary.json'} and {out / 'summary.csv'}")
+    return 0

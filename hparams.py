@@ -1,0 +1,102 @@
+"""Hyperparameters, transcribed once from ../shared/PAPER.md ("Protocol" and "Hyperparameters").
+
+`resolve(model, dataset, retain_percent)` gives the row every run starts from; the entry
+scripts let any field be overridden by a flag. Rows are looked up by the data set's
+`hparams_as` (mnist5k uses the mnist row).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BASE_LR = 1e-3  # Adam, original and retrained models (PAPER.md protocol)
+BATCH_SIZE = 128
+EPOCHS = 30  # original and retrained models (the notebooks; the config file says 50)
+UNLEARN_EPOCHS_SINGLE = 5
+UNLEARN_EPOCHS_MULTI = 2
+MULTI_CLASS_LR_SCALE = 1.0  # PAPER.md "Multi-class runs: ... scale 1"
+EPS = 0.01
+NO_GENERATED_DATA = {30: 500, 100: 1500}  # g at the two published retain percentages
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    unlearn_scale_lr: float
+    local_variance: float
+    size_multiplier: int
+    p: float
+    tail_randomized: int
+    convex_combination: bool = True  # the paper always mixes candidates into g anti-samples
+
+
+# The authors' config file: one row per (model, data set) for both retain percentages.
+CONFIG_TABLE: dict[tuple[str, str], PaperRow] = {
+    ("AllCNN", "cifar10"): PaperRow(2.3, 10, 1, 0.85, 20),
+    ("AllCNN", "fashionMNIST"): PaperRow(3.6, 10, 1, 0.95, 50),
+    ("AllCNN", "mnist"): PaperRow(4.8, 10, 1, 0.85, 20),
+    ("AllCNN", "svhn"): PaperRow(4, 1, 1, 0.95, 50),
+    ("MobileNet_v2", "cifar10"): PaperRow(1.8, 5, 1, 0.95, 30),
+    ("MobileNet_v2", "fashionMNIST"): PaperRow(2, 1, 2, 0.95, 50),
+    ("MobileNet_v2", "mnist"): PaperRow(3.5, 10, 1, 0.9, 50),
+    ("MobileNet_v2", "svhn"): PaperRow(3.1, 1, 1, 0.85, 20),
+    ("ResNet9", "cifar10"): PaperRow(2.5, 10, 2, 0.85, 20),
+    ("ResNet9", "fashionMNIST"): PaperRow(4.5, 1, 1, 0.85, 30),
+    ("ResNet9", "mnist"): PaperRow(7, 10, 1, 0.85, 50),
+    ("ResNet9", "svhn"): PaperRow(4.5, 1, 1, 0.85, 50),
+    ("ResNet18", "cifar10"): PaperRow(1.5, 5, 1, 0.95, 30),
+    ("ResNet18", "fashionMNIST"): PaperRow(3.3, 1, 1, 0.85, 50),
+    ("ResNet18", "mnist"): PaperRow(4, 10, 2, 0.85, 30),
+    ("ResNet18", "svhn"): PaperRow(3.3, 10, 1, 0.85, 50),
+}
+
+# The ResNet18 / CIFAR-10 notebooks, which produced the published numbers; they take
+# precedence over the config file for that pair at 30% and 100%.
+NOTEBOOK_TABLE: dict[tuple[str, str, int], PaperRow] = {
+    ("ResNet18", "cifar10", 30): PaperRow(2.2, 5, 1, 0.95, 20),
+    ("ResNet18", "cifar10", 100): PaperRow(2.5, 1, 1, 0.95, 50),
+}
+
+# Ours, not the paper's: SmallCNN (the default model of the embedded mnist5k) on any data set,
+# chosen by a small search on mnist5k (README "Deviations"). With only 400 forget samples the
+# convex combination averages the candidates into near-identical blurs that do not make the
+# model forget reliably, so this row uses the n_f * m candidates directly.
+SMALL_CNN_ROW = PaperRow(8, 2, 1, 0.95, 20, convex_combination=False)
+SMALL_CNN_EPOCHS = 15
+
+
+@dataclass(frozen=True)
+class RunHparams:
+    epochs: int  # original and retrained models
+    lr: float
+    batch_size: int
+    unlearn_epochs: int
+    unlearn_scale_lr: float
+    local_variance: float
+    size_multiplier: int
+    p: float
+    tail_randomized: int | None
+    no_generated_data: int
+    eps: float
+    convex_combination: bool
+
+
+def no_generated_data(retain_percent: float) -> int:
+    """g: 500 at 30% and 1500 at 100% (PAPER.md); linear in between and beyond, at least 1."""
+    (p0, g0), (p1, g1) = sorted(NO_GENERATED_DATA.items())
+    return max(1, round(g0 + (retain_percent - p0) * (g1 - g0) / (p1 - p0)))
+
+
+def resolve(model: str, hparams_dataset: str, retain_percent: float, multi_class: bool = False) -> RunHparams:
+    """The paper's hyperparameters for this model, data set (its `hparams_as`) and percentage."""
+    if model == "SmallCNN":
+        row, epochs = SMALL_CNN_ROW, SMALL_CNN_EPOCHS
+    else:
+        row = NOTEBOOK_TABLE.get((model, hparams_dataset, retain_percent),
+                                 CONFIG_TABLE[(model, hparams_dataset)])
+        epochs = EPOCHS
+    return RunHparams(
+        epochs=epochs, lr=BASE_LR, batch_size=BATCH_SIZE,
+        unlearn_epochs=UNLEARN_EPOCHS_MULTI if multi_class else UNLEARN_EPOCHS_SINGLE,
+        unlearn_scale_lr=MULTI_CLASS_LR_SCALE if multi_class else row.unlearn_scale_lr,
+        local_variance=row.local_variance, size_multiplier=row.size_multiplier, p=row.p,
+        tail_randomized=row.tail_randomized, no_generated_data=no_generated_data(retain_percent),
+        eps=EPS, convex_combination=row.convex_combination)

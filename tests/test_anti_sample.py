@@ -1,0 +1,104 @@
+"""The fast anti-sample path against the step-by-step reference of PAPER.md."""
+import pytest
+import torch
+
+from anti_sample import (AntiSampleParams, anti_sample_set, farthest_retain_indices,
+                         farthest_retain_indices_reference, make_anti_samples,
+                         make_anti_samples_reference)
+from datasets import Split
+
+PARAMS = AntiSampleParams(local_variance=5, size_multiplier=2, p=0.9, tail_randomized=20,
+                          no_generated_data=300, eps=0.01)
+
+
+def random_rows(n_forget=200, n_retain=700, dim=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n_forget, dim, generator=g), torch.randn(n_retain, dim, generator=g) + 0.5
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("k", [1, 20, 50])
+def test_fast_path_picks_the_same_far_neighbours_as_the_reference(k):
+    forget, retain = random_rows()
+    assert torch.equal(farthest_retain_indices(forget, retain, k),
+                       farthest_retain_indices_reference(forget, retain, k))
+
+
+def test_far_neighbours_really_are_the_farthest():
+    forget, retain = random_rows(n_forget=5, n_retain=50)
+    far = farthest_retain_indices(forget, retain, 3)
+    distances = torch.cdist(forget, retain)
+    for i in range(5):
+        assert torch.equal(far[i], distances[i].sort(descending=True).indices[:3])
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 700, 5 * 700 + 3])
+def test_chunked_and_unchunked_agree(chunk_elements):
+    forget, retain = random_rows()
+    whole = farthest_retain_indices(forget, retain, 20, chunk_elements=len(forget) * len(retain))
+    assert torch.equal(farthest_retain_indices(forget, retain, 20, chunk_elements), whole)
+    assert torch.equal(make_anti_samples(forget, retain, PARAMS, gen(), chunk_elements),
+                       make_anti_samples(forget, retain, PARAMS, gen()))
+
+
+def test_same_seed_same_anti_samples_and_another_seed_others():
+    forget, retain = random_rows()
+    first = make_anti_samples(forget, retain, PARAMS, gen(1))
+    assert torch.equal(first, make_anti_samples(forget, retain, PARAMS, gen(1)))
+    assert not torch.equal(first, make_anti_samples(forget, retain, PARAMS, gen(2)))
+
+
+@pytest.mark.parametrize("convex", [True, False])
+def test_output_distribution_matches_the_reference(convex):
+    forget, retain = random_rows(n_forget=500, n_retain=900, dim=16)
+    params = AntiSampleParams(1, 10, 0.8, 10, 4000, 0.05, convex_combination=convex)
+    fast = make_anti_samples(forget, retain, params, gen(3))
+    reference = make_anti_samples_reference(forget, retain, params, gen(4))
+    assert fast.shape == reference.shape == ((4000, 16) if convex else (5000, 16))
+    # means and spreads per feature agree within sampling noise (a wrong scale, p or neighbour
+    # choice moves them by far more: see the checks below on a wrong variant)
+    assert (fast.mean(0) - reference.mean(0)).abs().max() < 0.1
+    assert (fast.std(0) / reference.std(0) - 1).abs().max() < 0.1
+    wrong = make_anti_samples(forget, retain, AntiSampleParams(
+        1.5, 10, 0.8, 10, 4000, 0.05, convex_combination=convex), gen(3))
+    assert (wrong.std(0) / reference.std(0) - 1).abs().max() > 0.1
+    assert not torch.equal(fast, reference)  # different random streams, as documented
+
+
+def test_without_noise_the_candidates_are_the_drawn_far_neighbours():
+    forget, retain = random_rows()
+    params = AntiSampleParams(0, 1, 1.0, None, 1, convex_combination=False)
+    farthest = retain[farthest_retain_indices_reference(forget, retain, 1)[:, 0]]
+    assert torch.equal(make_anti_samples(forget, retain, params, gen()), farthest)
+
+
+def test_convex_combination_stays_inside_the_candidates_range():
+    forget, retain = random_rows()
+    candidates = make_anti_samples(forget, retain, PARAMS.__class__(
+        **{**PARAMS.__dict__, "convex_combination": False}), gen(5))
+    mixed = make_anti_samples(forget, retain, PARAMS, gen(5))  # same draws, then mixed
+    assert mixed.shape == (PARAMS.no_generated_data, forget.shape[1])
+    assert (mixed >= candidates.min(0).values - 1e-5).all()
+    assert (mixed <= candidates.max(0).values + 1e-5).all()
+    # a real mixture: strictly inside, not a copy of a candidate
+    assert not any(torch.equal(row, c) for row in mixed[:5] for c in candidates)
+
+
+def test_perturbed_features_follow_the_local_scale():
+    """With p = 1 every feature is N(neighbour, lambda * (|F - N| + eps))."""
+    forget, retain = torch.zeros(4000, 2), torch.tensor([[3.0, 1.0]])
+    params = AntiSampleParams(2.0, 1, 1.0, None, 1, eps=0.5, convex_combination=False)
+    out = make_anti_samples(forget, retain, params, gen())
+    assert torch.allclose(out.mean(0), torch.tensor([3.0, 1.0]), atol=0.3)
+    assert torch.allclose(out.std(0), torch.tensor([2 * 3.5, 2 * 1.5]), rtol=0.05)
+
+
+def test_anti_sample_set_labels_each_class_set_with_its_class(mnist5k):
+    train, _ = mnist5k
+    retain = train.of_classes([2, 3, 4])
+    anti = anti_sample_set(train, [0, 1], retain, PARAMS, gen())
+    assert anti.images.shape == (2 * PARAMS.no_generated_data, 1, 28, 28)
+    assert torch.equal(anti.labels, torch.tensor([0] * 300 + [1] * 300))

@@ -1,0 +1,49 @@
+"""The hyperparameter table and the environment files."""
+import re
+
+import pytest
+
+import hparams
+from conftest import ROOT
+from datasets import DATASETS
+from models import list_models
+
+
+def test_resnet18_cifar10_uses_the_notebook_values():
+    u30 = hparams.resolve("ResNet18", "cifar10", 30)
+    assert (u30.unlearn_scale_lr, u30.local_variance, u30.p, u30.tail_randomized,
+            u30.no_generated_data) == (2.2, 5, 0.95, 20, 500)
+    u100 = hparams.resolve("ResNet18", "cifar10", 100)
+    assert (u100.unlearn_scale_lr, u100.local_variance, u100.tail_randomized,
+            u100.no_generated_data) == (2.5, 1, 50, 1500)
+    assert (u30.epochs, u30.lr, u30.batch_size, u30.unlearn_epochs) == (30, 1e-3, 128, 5)
+
+
+def test_other_pairs_use_the_config_table_and_multi_class_its_protocol():
+    row = hparams.resolve("ResNet9", "mnist", 30)
+    assert (row.unlearn_scale_lr, row.local_variance, row.tail_randomized) == (7, 10, 50)
+    multi = hparams.resolve("ResNet9", "mnist", 30, multi_class=True)
+    assert (multi.unlearn_epochs, multi.unlearn_scale_lr) == (2, 1.0)
+
+
+@pytest.mark.parametrize("model", list_models())
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_model_and_data_set_has_a_row(model, dataset):
+    assert hparams.resolve(model, DATASETS[dataset].hparams_as, 30).epochs > 0
+
+
+def test_generated_data_count_interpolates_the_two_published_points():
+    assert [hparams.no_generated_data(p) for p in (30, 100, 65)] == [500, 1500, 1000]
+
+
+def requirement_names(lines):
+    return sorted(re.split(r"[<>=!~ ]", line.strip().lstrip("- "))[0].lower()
+                  for line in lines if re.match(r"\s*-?\s*[A-Za-z]", line))
+
+
+def test_conda_environment_lists_the_same_dependencies_as_requirements():
+    requirements = [line.split("#")[0] for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    conda = (ROOT / "conda_environment.yml").read_text().split("- pip:")[1].splitlines()
+    assert requirement_names(conda) == requirement_names(requirements)
+    pins = {line.split("#")[0].strip() for line in requirements if line.strip()}
+    assert pins <= {line.strip().lstrip("- ") for line in conda}  # same version ranges too

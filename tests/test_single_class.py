@@ -1,0 +1,113 @@
+"""End to end: ./single_class_unlearning.py on the embedded digits and on real CIFAR-10."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+ROW_KEYS = {"original_retain_test_acc", "original_forget_test_acc", "unlearned_retain_test_acc",
+            "unlearned_forget_test_acc", "unlearned_retain_train_acc", "unlearned_forget_train_acc",
+            "retrained_retain_test_acc", "retrained_forget_test_acc", "unlearn_seconds"}
+
+
+def run_script(script, *args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def mnist5k_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_script("single_class_unlearning.py", "--classes", "0,3", "--out", out / "results",
+                        "--cache-dir", out / "cache")
+    assert result.returncode == 0, result.stderr
+    return result, json.loads((out / "results" / "summary.json").read_text()), out
+
+
+def test_summary_has_the_documented_schema(mnist5k_run):
+    _, summary, _ = mnist5k_run
+    assert set(summary) == {"config", "per_class", "mean", "std"}
+    assert [row["forget_class"] for row in summary["per_class"]] == [0, 3]
+    for row in summary["per_class"]:
+        assert set(row) == ROW_KEYS | {"forget_class"}
+        assert all(isinstance(row[key], float) for key in ROW_KEYS)
+    assert set(summary["mean"]) == set(summary["std"]) == ROW_KEYS
+    assert summary["config"]["dataset"] == "mnist5k" and summary["config"]["model"] == "SmallCNN"
+    assert summary["config"]["hparams"]["unlearn_epochs"] == 5
+
+
+def test_the_model_forgets_and_keeps_the_rest(mnist5k_run):
+    _, summary, _ = mnist5k_run
+    mean = summary["mean"]
+    assert mean["original_forget_test_acc"] > 90
+    assert mean["unlearned_forget_test_acc"] < 10  # far below the original model's
+    assert mean["unlearned_retain_test_acc"] > mean["retrained_retain_test_acc"] - 8
+    assert mean["retrained_forget_test_acc"] == 0
+
+
+def test_table_and_csv_are_written(mnist5k_run):
+    result, summary, out = mnist5k_run
+    assert "mean" in result.stdout and "std" in result.stdout
+    lines = (out / "results" / "summary.csv").read_text().splitlines()
+    assert lines[0].startswith("row,forget_class,original_retain_test_acc")
+    assert [line.split(",")[0] for line in lines[1:]] == ["unit", "unit", "mean", "std"]
+    assert float(lines[3].split(",")[5]) == pytest.approx(summary["mean"]["unlearned_forget_test_acc"], abs=1e-3)
+
+
+def test_rerun_reuses_models_and_results(mnist5k_run):
+    _, summary, out = mnist5k_run
+    models = sorted(p.name for p in (out / "cache").rglob("*.pt"))
+    assert len(models) == 3  # original + one retrained model per class
+    result = run_script("single_class_unlearning.py", "--classes", "3", "--out", out / "again",
+                        "--cache-dir", out / "cache")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (out / "cache").rglob("*.pt")) == models
+    again = json.loads((out / "again" / "summary.json").read_text())
+    # same models, same seed: class 3 gives the same numbers as in the first run
+    first = {k: v for k, v in summary["per_class"][1].items() if k != "unlearn_seconds"}
+    assert {k: v for k, v in again["per_class"][0].items() if k != "unlearn_seconds"} == first
+
+
+def test_no_retrain_leaves_the_retrained_columns_empty(mnist5k_run, tmp_path):
+    _, _, out = mnist5k_run
+    result = run_script("single_class_unlearning.py", "--classes", "5", "--no-retrain",
+                        "--out", tmp_path, "--cache-dir", out / "cache")
+    assert result.returncode == 0, result.stderr
+    row = json.loads((tmp_path / "summary.json").read_text())["per_class"][0]
+    assert row["retrained_retain_test_acc"] is None and row["retrained_forget_test_acc"] is None
+
+
+def test_cifar10_pipeline_on_a_subset_of_the_real_archive(cifar10_archive, tmp_path):
+    result = run_script("single_class_unlearning.py", "--dataset", "cifar10", "--data-root", cifar10_archive,
+                        "--max-per-class", 30, "--model", "ResNet18", "--no-pretrained", "--epochs", 2,
+                        "--unlearn-epochs", 1, "--classes", 0, "--out", tmp_path / "r",
+                        "--cache-dir", tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["config"]["hparams"]["unlearn_scale_lr"] == 2.2  # the notebook row
+    assert summary["config"]["pretrained"] is False
+    assert set(summary["per_class"][0]) == ROW_KEYS | {"forget_class"}
+
+
+def test_help_explains_every_flag():
+    result = run_script("single_class_unlearning.py", "--help")
+    assert result.returncode == 0
+    for flag in ["--dataset", "--model", "--retain-percent", "--classes", "--epochs", "--unlearn-epochs",
+                 "--data-root", "--device", "--seed", "--out", "--checkpoint", "--no-retrain",
+                 "--pretrained", "--no-pretrained", "--repair-epochs"]:
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "imagenet"], "unknown data set 'imagenet'"),
+    (["--model", "VGG"], "unknown model 'VGG'"),
+    (["--classes", "3,12"], "class 12 is out of range"),
+    (["--device", "cuda:3"], "not available"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = run_script("single_class_unlearning.py", *args, "--out", tmp_path, "--cache-dir", tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,94 @@
+"""Training, evaluation and checkpoints."""
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from datasets import Split
+from errors import UserError
+from train_utils import (NonFiniteLossError, TrainParams, batches, evaluate, load_checkpoint,
+                         load_weights, save_checkpoint, train)
+
+
+class ConstantModel(nn.Module):
+    """Predicts `label` for every input."""
+    def __init__(self, label, num_classes=4):
+        super().__init__()
+        self.logits = nn.Parameter(torch.nn.functional.one_hot(torch.tensor(label), num_classes).float())
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_evaluate_splits_accuracy_into_retain_and_forget():
+    data = Split(torch.zeros(10, 1), torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 3, 3]))
+    result = evaluate(ConstantModel(0), data, forget_classes=[0])
+    assert result == {"all": 40.0, "retain": 0.0, "forget": 100.0}
+    result = evaluate(ConstantModel(2), data, forget_classes=[1, 3])
+    assert result == pytest.approx({"all": 20.0, "retain": 100 * 2 / 6, "forget": 0.0})
+
+
+def test_batches_cover_every_index_once_with_a_short_last_batch():
+    parts = batches(10, 4, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert [len(p) for p in parts] == [4, 4, 2]
+    assert sorted(torch.cat(parts).tolist()) == list(range(10))
+
+
+def test_training_learns_the_embedded_digits(mnist5k):
+    train_split, test = mnist5k
+    torch.manual_seed(0)
+    import models
+    model = models.get_model("SmallCNN", 10, 1)
+    train(model, train_split, TrainParams(epochs=3, lr=1e-3), torch.Generator().manual_seed(0),
+          progress=False)
+    assert evaluate(model, test, [0])["all"] > 85
+
+
+def test_non_finite_loss_names_the_phase():
+    data = Split(torch.full((8, 3), float("nan")), torch.zeros(8, dtype=torch.long))
+    with pytest.raises(NonFiniteLossError, match="unlearning 3"):
+        train(nn.Linear(3, 2), data, TrainParams(1, 1e-3), torch.Generator(), phase="unlearning 3",
+              progress=False)
+
+
+def test_checkpoint_round_trip_keeps_weights_and_config(tmp_path):
+    model = nn.Linear(3, 2)
+    save_checkpoint(tmp_path / "m.pt", model, {"model": "Linear", "epochs": 3})
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint["config"] == {"model": "Linear", "epochs": 3}
+    other = nn.Linear(3, 2)
+    load_weights(other, checkpoint, "m.pt")
+    assert torch.equal(other.weight, model.weight)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", nn.Linear(3, 2), {})
+    with pytest.raises(UserError, match="does not fit this model"):
+        load_weights(nn.Linear(3, 5), load_checkpoint(tmp_path / "m.pt"), "m.pt")
+
+
+class CreatesFile:
+    """Unpickling this would create a file: a stand-in for arbitrary code in a checkpoint."""
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_checkpoint_with_pickled_objects_is_refused_without_running_them(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "payload": CreatesFile(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_detected(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", nn.Linear(30, 20), {})
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="truncated"):
+        load_checkpoint(tmp_path / "m.pt")

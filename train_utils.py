@@ -1,0 +1,143 @@
+"""Training, evaluation and checkpoints over in-memory tensors.
+
+Batches are slices of a random permutation of a `Split` already on the device; there is no
+per-sample data loader. `evaluate` returns accuracies in percent; printing is the caller's job.
+Checkpoints hold the state dict and the resolved config, are written atomically and read with
+`weights_only=True`, so a checkpoint can never run code.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from datasets import Split
+from errors import UserError
+
+EVAL_BATCH_SIZE = 1000
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    lr: float  # Adam learning rate
+    batch_size: int = 128
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: results would be garbage, so the run stops."""
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
+    """Index tensors of shuffled minibatches covering 0..n-1 once (the last one may be short)."""
+    perm = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+    return perm.split(batch_size)
+
+
+def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.Generator,
+          phase: str = "training", progress: bool = True) -> None:
+    """Adam + cross-entropy over shuffled minibatches, model in train mode (PAPER.md protocol).
+
+    `generator` is a CPU generator driving the shuffles. Raises NonFiniteLossError naming
+    `phase` if the loss is ever NaN or infinite (checked once per epoch, not per step)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    device = data.images.device
+    epochs = tqdm(range(params.epochs), desc=phase, leave=False, disable=not progress)
+    for epoch in epochs:
+        epoch_loss = torch.zeros((), device=device)
+        for index in batches(len(data), params.batch_size, generator, device):
+            loss = nn.functional.cross_entropy(model(data.images[index]), data.labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.detach()
+        if not math.isfinite(epoch_loss.item()):
+            raise NonFiniteLossError(f"{phase}: the loss became {epoch_loss.item()} in epoch {epoch + 1}")
+        epochs.set_postfix(loss=epoch_loss.item())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(chunk).argmax(1) for chunk in images.split(EVAL_BATCH_SIZE)])
+
+
+def accuracy(correct: torch.Tensor) -> float | None:
+    """Percentage of True in a boolean tensor; None when it is empty."""
+    return 100.0 * correct.sum().item() / len(correct) if len(correct) else None
+
+
+def evaluate(model: nn.Module, data: Split, forget_classes: list[int]) -> dict[str, float | None]:
+    """Accuracy in percent over all of `data`, over its retain-class and its forget-class samples."""
+    correct = predict(model, data.images) == data.labels
+    is_forget = torch.isin(data.labels, torch.tensor(forget_classes, device=data.labels.device))
+    return {"all": accuracy(correct), "retain": accuracy(correct[~is_forget]),
+            "forget": accuracy(correct[is_forget])}
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a reader
+    (or a rerun after a kill) sees the old file or the complete new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any]) -> None:
+    """State dict (on the CPU) + resolved config, written atomically."""
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    atomic_write(path, lambda file: torch.save({"state_dict": state, "config": config}, file))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """{"state_dict", "config"} from `path`, refusing anything but tensors and plain data."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except pickle.UnpicklingError as error:
+        raise UserError(f"checkpoint {path} holds objects other than tensors and plain data, "
+                        f"refused without running them ({str(error).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise UserError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
+                        f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"checkpoint {path} has no 'state_dict'; expected one written by this "
+                        f"repository or a plain {{'state_dict': ..., 'config': ...}} dict")
+    return checkpoint
+
+
+def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Load a checkpoint's weights, with a one-line error when they belong to another model."""
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
+        raise UserError(f"checkpoint {path} does not fit this model and class count "
+                        f"(config {checkpoint.get('config')}): {first}") from None
