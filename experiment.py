@@ -106,7 +106,7 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of every random draw")
     run.add_argument("--out", default=None,
                      help="results folder (default results/<dataset>/<model>/"
-                          f"{'multi' if multi_class else 'single'}_class_<percent>)")
+                          f"{'multi_class_k<K>' if multi_class else 'single_class'}_<percent>)")
     run.add_argument("--cache-dir", default="checkpoints",
                      help="where trained original and retrained models are cached")
     run.add_argument("--checkpoint", default=None,
@@ -184,14 +184,24 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         overrides["tail_randomized"] = None
     run_hparams = hparams.RunHparams(**{**asdict(table), **overrides})
     device = resolve_device(args.device)
-    kind = "multi" if multi_class else "single"
-    out = args.out or f"results/{args.dataset}/{args.model}/{kind}_class_{args.retain_percent:g}"
+    out = resolve_out(args, multi_class)
     return RunConfig(
         dataset=args.dataset, model=args.model, retain_percent=args.retain_percent,
         multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
         progress=args.progress, repair_epochs=args.repair_epochs, hparams=run_hparams)
+
+
+def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
+    """--out, or results/<dataset>/<model>/single_class_<percent> (multi_class_k<K>_<percent>)."""
+    if args.out:
+        return args.out
+    kind = "single_class"
+    if multi_class:
+        k = len(args.forget_classes) if args.forget_classes is not None else args.num_forget_classes
+        kind = f"multi_class_k{k}"
+    return f"results/{args.dataset}/{args.model}/{kind}_{args.retain_percent:g}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -216,6 +226,41 @@ def check_classes(classes: list[int], num_classes: int, flag: str = "--classes")
     if not classes:
         raise UserError(f"{flag}: no class given")
     return classes
+
+
+PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
+DEFAULT_DRAWS = 3
+
+
+def check_forget_set(classes: list[int], num_classes: int, flag: str = "--forget-classes") -> list[int]:
+    """A multi-class forget set: valid, distinct classes, at least one class left to retain."""
+    check_classes(classes, num_classes, flag)
+    if len(classes) >= num_classes:
+        raise UserError(f"{flag}: forgetting {len(classes)} of {num_classes} classes leaves none to "
+                        f"retain; forget at most {num_classes - 1}")
+    return sorted(classes)
+
+
+def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out: str) -> list[list[int]]:
+    """`draws` random sets of k classes, saved to <out>/draws.json and reused from there.
+
+    Draw i depends only on (seed, k, i), so a run with fewer draws forgets a prefix of the sets
+    of a run with more; a saved file for the same seed and k is read back as it is."""
+    if not 1 <= k < num_classes:
+        raise UserError(f"--num-forget-classes {k} is out of range; give 1..{num_classes - 1} "
+                        f"so at least one class is retained")
+    draws = draws or PAPER_DRAWS.get(k, DEFAULT_DRAWS)
+    path = Path(out) / "draws.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved["seed"] == seed and saved["num_forget_classes"] == k and len(saved["draws"]) >= draws:
+            return [check_forget_set(s, num_classes, str(path)) for s in saved["draws"][:draws]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    sets = [sorted(torch.randperm(num_classes, generator=make_generator(seed, "draw", k, i))[:k].tolist())
+            for i in range(draws)]
+    write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
+    return sets
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""./multi_class_unlearning.py: drawing forget sets, their validation, and one end-to-end draw."""
+import json
+
+import pytest
+
+from errors import UserError
+from experiment import draw_forget_sets
+from test_single_class import ROW_KEYS, run_script
+
+
+def test_draws_are_reproducible_and_saved(tmp_path):
+    first = draw_forget_sets(4, 5, 10, seed=100, out=str(tmp_path / "a"))
+    assert first == draw_forget_sets(4, 5, 10, seed=100, out=str(tmp_path / "b"))
+    assert all(len(s) == 4 == len(set(s)) and s == sorted(s) for s in first)
+    assert len({tuple(s) for s in first}) > 1  # really random sets
+    assert json.loads((tmp_path / "a" / "draws.json").read_text())["draws"] == first
+    assert draw_forget_sets(4, 3, 10, seed=100, out=str(tmp_path / "c")) == first[:3]
+    assert draw_forget_sets(4, 5, 10, seed=7, out=str(tmp_path / "d")) != first
+
+
+def test_saved_draws_are_reused_on_rerun(tmp_path):
+    draw_forget_sets(2, 2, 10, seed=100, out=str(tmp_path))
+    saved = json.loads((tmp_path / "draws.json").read_text())
+    saved["draws"] = [[3, 8], [0, 9]]  # e.g. the sets of an earlier comparison run
+    (tmp_path / "draws.json").write_text(json.dumps(saved))
+    assert draw_forget_sets(2, 2, 10, seed=100, out=str(tmp_path)) == [[3, 8], [0, 9]]
+
+
+def test_default_draws_follow_the_paper(tmp_path):
+    assert [len(draw_forget_sets(k, None, 10, 100, str(tmp_path / str(k)))) for k in (2, 4, 7)] == [10, 5, 3]
+
+
+@pytest.mark.parametrize("k", [0, 10, 11])
+def test_k_out_of_range_is_refused(k, tmp_path):
+    with pytest.raises(UserError, match="--num-forget-classes"):
+        draw_forget_sets(k, 1, 10, 100, str(tmp_path))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num-forget-classes", "10"], "--num-forget-classes 10 is out of range"),
+    (["--num-forget-classes", "0"], "expected a number >= 1"),
+    (["--forget-classes", "1,10"], "class 10 is out of range"),
+    (["--forget-classes", "4,4"], "class 4 is given more than once"),
+    (["--forget-classes", "0,1,2,3,4,5,6,7,8,9"], "leaves none to retain"),
+])
+def test_bad_forget_sets_are_one_line_errors(args, message, tmp_path):
+    result = run_script("multi_class_unlearning.py", *args, "--out", tmp_path, "--cache-dir", tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_one_draw_end_to_end_writes_the_schema(tmp_path):
+    result = run_script("multi_class_unlearning.py", "--forget-classes", "4,1", "--out", tmp_path / "r",
+                        "--cache-dir", tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert set(summary) == {"config", "per_draw", "mean", "std"}
+    (row,) = summary["per_draw"]
+    assert row["forget_classes"] == [1, 4]
+    assert set(row) == ROW_KEYS | {"forget_classes"}
+    assert summary["config"]["multi_class"] is True
+    assert row["original_forget_test_acc"] > 90 and row["unlearned_forget_test_acc"] < 10
+    assert row["retrained_forget_test_acc"] == 0
