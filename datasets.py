@@ -216,8 +216,12 @@ def load_dataset(name: str, root: str | Path | None = None, device: str | torch.
     image-folder tree or .tar.gz. `max_per_class` keeps the first samples of each class."""
     spec = get_dataset_spec(name)
     root = Path(root) if root is not None else DEFAULT_DATA_ROOT
-    if root != DEFAULT_DATA_ROOT and not root.exists():
-        raise UserError(f"--data-root {root} does not exist")
+    if spec.needs_network and root != DEFAULT_DATA_ROOT:
+        if not root.exists():
+            raise UserError(f"--data-root {root} does not exist")
+        if root.is_dir() and not any(root.iterdir()):
+            raise UserError(f"--data-root {root} is empty; put the data set there, or leave "
+                            f"--data-root out to download it into ./{DEFAULT_DATA_ROOT}")
     train_x, train_y, test_x, test_y = spec.load_raw(root, max_per_class)
 
     def to_split(x: np.ndarray, y: np.ndarray) -> Split:

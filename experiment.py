@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import sys
+import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -72,12 +73,33 @@ def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else positive_int(text)
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+
+
+def probability(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
+    return value
+
+
 def percent(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {text!r}") from None
-    if not 0 < value <= 100:
+    if not 0 < value <= 100:  # also refuses nan
         raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {value:g}")
     return value
 
@@ -86,10 +108,17 @@ def tail(text: str) -> int:
     return 0 if text.lower() in ("0", "none") else positive_int(text)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad flags end with one line naming the value and what is accepted, and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def get_args_parser(dataset: str, model: str, retain_percent: float, description: str,
                     multi_class: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = OneLineErrorParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = parser.add_argument_group("run")
     run.add_argument("--dataset", default=dataset, help=f"one of {', '.join(DATASETS)}")
     run.add_argument("--model", default=model, help=f"one of {', '.join(list_models())}")
@@ -123,19 +152,19 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     hp = parser.add_argument_group(
         "hyperparameters", "default: the paper's table for the model and data set (hparams.py)")
     hp.add_argument("--epochs", type=positive_int, help="epochs of the original and retrained models")
-    hp.add_argument("--lr", type=float, help="Adam learning rate of the original and retrained models")
+    hp.add_argument("--lr", type=positive_float, help="Adam learning rate of the original and retrained models")
     hp.add_argument("--batch-size", type=positive_int, help="minibatch size of every phase")
     hp.add_argument("--unlearn-epochs", type=positive_int,
                     help=f"epochs on retain subset + anti-samples (paper: "
                          f"{hparams.UNLEARN_EPOCHS_MULTI if multi_class else hparams.UNLEARN_EPOCHS_SINGLE})")
-    hp.add_argument("--unlearn-scale-lr", type=float, help="unlearning lr = this x --lr")
-    hp.add_argument("--local-variance", type=float, help="lambda: noise scale")
+    hp.add_argument("--unlearn-scale-lr", type=positive_float, help="unlearning lr = this x --lr")
+    hp.add_argument("--local-variance", type=non_negative_float, help="lambda: noise scale")
     hp.add_argument("--size-multiplier", type=positive_int, help="m: candidate rounds")
-    hp.add_argument("--p", type=float, help="probability of keeping a perturbed feature")
+    hp.add_argument("--p", type=probability, help="probability of keeping a perturbed feature")
     hp.add_argument("--tail-randomized", type=tail,
                     help="k: draw the neighbour among the k farthest (0 or none: the farthest)")
     hp.add_argument("--no-generated-data", type=positive_int, help="g: anti-samples per forget class")
-    hp.add_argument("--eps", type=float, help="floor of the noise scale")
+    hp.add_argument("--eps", type=non_negative_float, help="floor of the noise scale")
     hp.add_argument("--convex-combination", action=argparse.BooleanOptionalAction, default=None,
                     help="mix the candidates into g anti-samples with softmax weights")
     hp.add_argument("--repair-epochs", type=non_negative_int, default=0,
@@ -202,6 +231,17 @@ def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
         k = len(args.forget_classes) if args.forget_classes is not None else args.num_forget_classes
         kind = f"multi_class_k{k}"
     return f"results/{args.dataset}/{args.model}/{kind}_{args.retain_percent:g}"
+
+
+def check_writable_folder(path: Path, flag: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {path} is not writable ({error.strerror}); give another folder") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -498,8 +538,8 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool,
     try:
         config = resolve_config(args, multi_class)
         out = Path(config.out)
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} is a file; give a folder")
+        check_writable_folder(out, "--out")
+        check_writable_folder(Path(config.cache_dir), "--cache-dir")
         units = choose_units(args, get_dataset_spec(config.dataset))
         experiment = Experiment(config)
         row_key = "forget_classes" if multi_class else "forget_class"

@@ -1,0 +1,170 @@
+"""Nothing lost, nothing unsafe: bad input, interrupted runs, corrupt caches, NaN losses."""
+import importlib
+import json
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+from test_single_class import run_script
+from train_utils import save_checkpoint
+
+
+def main(script, argv, capsys):
+    """Run an entry script's main in this process; returns (exit status, stderr)."""
+    module = importlib.import_module(script)
+    try:
+        status = module.experiment.main(module.get_args_parser(), [*argv, "--no-progress"],
+                                        multi_class=script.startswith("multi"),
+                                        choose_units=module.forget_sets)
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr().err
+
+
+def bad_inputs(tmp):
+    """(flags, what the one-line message must say) for every kind of bad input."""
+    wrong_archive = tmp / "wrong.tar.gz"
+    with tarfile.open(wrong_archive, "w:gz") as archive:
+        archive.add(ROOT / "README.md", arcname="notes/README.md")
+    corrupt = tmp / "corrupt.tar.gz"
+    corrupt.write_bytes(b"\x1f\x8b" + b"garbage" * 100)
+    (tmp / "empty").mkdir()
+    (tmp / "a_file").write_text("x")
+    return [
+        (["--dataset", "imagenet"], "unknown data set 'imagenet'; known: mnist5k"),
+        (["--model", "VGG16"], "unknown model 'VGG16'; known: AllCNN"),
+        (["--retain-percent", "0"], "expected a percentage in (0, 100], got 0"),
+        (["--retain-percent", "150"], "expected a percentage in (0, 100], got 150"),
+        (["--retain-percent", "thirty"], "expected a percentage in (0, 100], got 'thirty'"),
+        (["--retain-percent", "nan"], "expected a percentage in (0, 100], got nan"),
+        (["--classes", "2,10"], "class 10 is out of range; classes are 0..9"),
+        (["--classes", "-1"], "class -1 is out of range"),
+        (["--classes", "3,3"], "class 3 is given more than once"),
+        (["--classes", "a,b"], "expected comma-separated class ids"),
+        (["--epochs", "0"], "argument --epochs: expected a number >= 1, got 0"),
+        (["--epochs", "-3"], "argument --epochs: expected a number >= 1, got -3"),
+        (["--unlearn-epochs", "0"], "argument --unlearn-epochs: expected a number >= 1"),
+        (["--lr", "-0.1"], "argument --lr: expected a finite number > 0"),
+        (["--p", "1.5"], "argument --p: expected a probability in [0, 1]"),
+        (["--device", "cuda:7"], "--device cuda:7 is not available"),
+        (["--device", "toaster"], "--device 'toaster' is not a torch device"),
+        (["--dataset", "cifar10", "--data-root", str(tmp / "missing")], "does not exist"),
+        (["--dataset", "cifar10", "--data-root", str(tmp / "empty")], "is empty"),
+        (["--dataset", "cifar10", "--data-root", str(corrupt)], "is not a readable .tar.gz"),
+        (["--dataset", "cifar10", "--data-root", str(wrong_archive)], "holds no image-folder layout"),
+        (["--out", str(tmp / "a_file")], "--out " + str(tmp / "a_file") + " is a file"),
+        (["--out", str(tmp / "a_file" / "sub")], "is not writable"),
+    ]
+
+
+def test_every_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    cases = bad_inputs(tmp_path)
+    assert len(cases) >= 20
+    for flags, message in cases:
+        status, err = main("single_class_unlearning", [*flags, "--cache-dir", str(tmp_path / "c")], capsys)
+        assert status == 2, flags
+        assert message in err, (flags, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, flags
+
+
+@pytest.mark.parametrize("script", ["single_class_unlearning", "multi_class_unlearning"])
+def test_both_scripts_refuse_bad_input_the_same_way(script, tmp_path, capsys):
+    status, err = main(script, ["--model", "VGG16", "--out", str(tmp_path)], capsys)
+    assert status == 2 and "unknown model 'VGG16'" in err
+
+
+@pytest.mark.parametrize("checkpoint_model,message", [
+    (torch.nn.Linear(3, 2), "does not fit this model"),  # another architecture
+    ("SmallCNN-5-classes", "does not fit this model and class count"),
+])
+def test_checkpoint_of_another_model_or_class_count_is_refused(checkpoint_model, message, tmp_path, capsys):
+    if checkpoint_model == "SmallCNN-5-classes":
+        import models
+        checkpoint_model = models.get_model("SmallCNN", num_classes=5, in_channels=1)
+    save_checkpoint(tmp_path / "other.pt", checkpoint_model, {"note": "not this run's model"})
+    status, err = main("single_class_unlearning",
+                       ["--checkpoint", str(tmp_path / "other.pt"), "--out", str(tmp_path / "r")], capsys)
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_checkpoint_carrying_pickled_code_never_runs(tmp_path, capsys):
+    from test_train_utils import CreatesFile
+    marker = tmp_path / "created_by_unpickling"
+    torch.save({"state_dict": {}, "config": CreatesFile(marker)}, tmp_path / "evil.pt")
+    status, err = main("single_class_unlearning",
+                       ["--checkpoint", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "r")], capsys)
+    assert status == 2 and "refused" in err
+    assert not marker.exists()
+
+
+def test_nan_loss_stops_the_run_naming_phase_and_class(tmp_path, capsys):
+    status, err = main("single_class_unlearning",
+                       ["--classes", "4", "--unlearn-scale-lr", "1e30", "--no-retrain",
+                        "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")], capsys)
+    assert status == 2
+    assert "unlearning 4" in err and "nan" in err
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Interrupted runs, determinism, corrupt caches
+
+QUICK = ["--classes", "0,1,2", "--epochs", "4"]
+
+
+def numbers(summary_path):
+    rows = json.loads(summary_path.read_text())["per_class"]
+    return [{k: v for k, v in row.items() if k != "unlearn_seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("clean")
+    result = run_script("single_class_unlearning.py", *QUICK, "--out", tmp / "r", "--cache-dir", tmp / "c")
+    assert result.returncode == 0, result.stderr
+    return tmp
+
+
+def test_same_command_and_seed_give_identical_accuracies(clean_run, tmp_path):
+    result = run_script("single_class_unlearning.py", *QUICK, "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
+
+
+def test_a_killed_run_resumes_and_ends_with_the_same_numbers(clean_run, tmp_path):
+    command = [sys.executable, str(ROOT / "single_class_unlearning.py"), "--no-progress", *QUICK,
+               "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    first_unit = tmp_path / "r" / "units" / "forget_0.json"
+    start = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not first_unit.exists() and process.poll() is None and time.monotonic() - start < 300:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # mid-way: class 0 done, class 1 under way
+    process.wait()
+    assert first_unit.exists() and not (tmp_path / "r" / "summary.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in [first_unit, *(tmp_path / "c").rglob("*.pt")]}
+    assert any("original" in p.name for p in finished)
+
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # reused, not redone
+    assert not list(tmp_path.rglob("*.tmp"))  # no torn temp files left
+    assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
+
+
+def test_truncated_cached_checkpoint_is_reported_and_rebuilt(clean_run, tmp_path):
+    import shutil
+    shutil.copytree(clean_run / "c", tmp_path / "c")
+    (original,) = (tmp_path / "c").rglob("original_*.pt")
+    original.write_bytes(original.read_bytes()[:1000])
+    result = run_script("single_class_unlearning.py", *QUICK, "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    assert "truncated" in result.stderr and "training it again" in result.stderr
+    assert original.stat().st_size > 1000
+    assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
