@@ -29,12 +29,14 @@ import torch
 from tqdm.auto import tqdm
 
 import hparams
-from anti_sample import AntiSampleParams, anti_sample_set
-from datasets import DATASETS, Split, get_dataset_spec, load_dataset
+import report
+from anti_sample import AntiSampleParams, anti_sample_set, farthest_retain_indices
+from datasets import DATASETS, get_dataset_spec, load_dataset
 from errors import UserError
+from methods import METHODS, UnlearnInputs, check_methods
 from models import get_model, list_models, resolve_pretrained
 from train_utils import (NonFiniteLossError, TrainParams, atomic_write, evaluate, load_checkpoint,
-                         load_weights, save_checkpoint, train)
+                         load_weights, mia_efficacy, save_checkpoint, train)
 
 DEFAULT_SEED = 100  # PAPER.md: torch seed 100
 METRICS = [
@@ -43,9 +45,12 @@ METRICS = [
     "unlearned_retain_train_acc", "unlearned_forget_train_acc",
     "retrained_retain_test_acc", "retrained_forget_test_acc",
     "unlearn_seconds",
+    # membership inference and the comparison with the retrained model (README "Methods")
+    "mia_efficacy", "retrained_retain_train_acc", "retrained_forget_train_acc",
+    "retrained_mia_efficacy", "gap_to_retrain", "speedup_vs_retrain",
 ]
 # Resolved settings that do not change any number in the results (left out of fingerprints).
-NOT_AFFECTING_RESULTS = {"out", "classes", "progress", "cache_dir"}
+NOT_AFFECTING_RESULTS = {"out", "classes", "progress", "cache_dir", "methods"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,6 +151,10 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     run.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                      help="start ResNet18 / MobileNet_v2 from ImageNet weights (default: yes for "
                           "those two, as in the paper; the other models have none)")
+    run.add_argument("--methods", type=lambda text: [m for m in text.split(",") if m],
+                     default=["anti_sample"],
+                     help=f"comma-separated unlearning methods, run from the same original model "
+                          f"and retain subset: {', '.join(METHODS)}")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                      help="show progress bars")
 
@@ -191,6 +200,7 @@ class RunConfig:
     pretrained: bool
     progress: bool
     repair_epochs: int
+    methods: list[str]
     hparams: hparams.RunHparams
 
     @property
@@ -219,7 +229,8 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
-        progress=args.progress, repair_epochs=args.repair_epochs, hparams=run_hparams)
+        progress=args.progress, repair_epochs=args.repair_epochs,
+        methods=check_methods(args.methods, retrain=not args.no_retrain), hparams=run_hparams)
 
 
 def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
@@ -342,6 +353,11 @@ class Experiment:
                           self.config.pretrained)
         return model.to(self.config.device)
 
+    def new_scratch_model(self) -> torch.nn.Module:
+        """A randomly initialised model of the run's architecture (never pretrained)."""
+        return get_model(self.config.model, self.spec.num_classes, self.spec.in_channels,
+                         pretrained=False).to(self.config.device)
+
     def model_from(self, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         model = self.new_model()
         model.load_state_dict(state)
@@ -354,36 +370,52 @@ class Experiment:
                 "model": c.model, "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
                 "batch_size": h.batch_size, "seed": c.seed, "device": torch.device(c.device).type}
 
-    def _trained_state(self, name: str, classes: list[int]) -> dict[str, torch.Tensor]:
-        """A model trained on the training samples of `classes`, from the cache when it is there."""
+    def _trained_state(self, name: str, classes: list[int]) -> tuple[dict[str, torch.Tensor], float]:
+        """A model trained on the training samples of `classes`, from the cache when it is there,
+        and the seconds its training took."""
         settings = {**self._training_settings(), "classes": classes}
         path = (Path(self.config.cache_dir) / self.config.dataset / self.config.model
                 / f"{name}_{fingerprint(settings)}.pt")
         if path.exists():
             try:
-                return load_checkpoint(path)["state_dict"]
-            except UserError as error:
+                checkpoint = load_checkpoint(path)
+                return checkpoint["state_dict"], checkpoint["config"]["train_seconds"]
+            except (UserError, KeyError, TypeError) as error:
                 print(f"warning: {error}; training it again", file=sys.stderr)
         model = self.new_model()
         h = self.config.hparams
+        synchronize(self.config.device)
+        start = time.perf_counter()
         train(model, self.train_data.of_classes(classes), TrainParams(h.epochs, h.lr, h.batch_size),
               make_generator(self.config.seed, "train", name), phase=f"{name} model",
               progress=self.config.progress)
-        save_checkpoint(path, model, {"settings": settings, "run": self.config.to_dict()})
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+        synchronize(self.config.device)
+        seconds = time.perf_counter() - start
+        save_checkpoint(path, model, {"settings": settings, "train_seconds": seconds,
+                                      "run": self.config.to_dict()})
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}, seconds
 
     def _original_state(self) -> dict[str, torch.Tensor]:
         if self.config.checkpoint:
             model = self.new_model()
             load_weights(model, load_checkpoint(self.config.checkpoint), self.config.checkpoint)
             return model.state_dict()
-        return self._trained_state("original", list(range(self.spec.num_classes)))
+        return self._trained_state("original", list(range(self.spec.num_classes)))[0]
 
-    def retrained_state(self, forget_classes: list[int]) -> dict[str, torch.Tensor]:
+    def retrained_state(self, forget_classes: list[int]) -> tuple[dict[str, torch.Tensor], float]:
         retain = [c for c in range(self.spec.num_classes) if c not in forget_classes]
         return self._trained_state("retrained_without_" + "_".join(map(str, forget_classes)), retain)
 
     # -- one unit ------------------------------------------------------------------------------
+
+    def anti_sample_examples(self, forget_class: int, count: int = 6):
+        """(forget samples, the farthest retain sample of each, anti-samples) for a picture."""
+        retain = self.retain_subset([forget_class])
+        forget = self.train_data.of_classes([forget_class]).images[:count]
+        far = retain.images[farthest_retain_indices(forget, retain.images, 1)[:, 0]]
+        anti = anti_sample_set(self.train_data, [forget_class], retain, self.config.anti_sample_params,
+                               make_generator(self.config.seed, "anti", [forget_class], device=self.config.device))
+        return forget, far, anti.images[:count]
 
     def retain_subset(self, forget_classes: list[int]) -> Split:
         """`retain_percent` of each retain class's training samples, drawn at random."""
@@ -398,64 +430,107 @@ class Experiment:
             keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
         return self.train_data.subset(torch.cat(keep).sort().values.to(self.config.device))
 
-    def unlearn(self, forget_classes: list[int]) -> tuple[torch.nn.Module, float]:
-        """A copy of the original model after anti-sample unlearning, and the seconds it took."""
-        c, h = self.config, self.config.hparams
+    def unlearn(self, forget_classes: list[int], method: str) -> tuple[torch.nn.Module, float]:
+        """A copy of the original model after `method`, and the seconds it took (retain-subset
+        draw included, model copy excluded)."""
+        c = self.config
         model = self.model_from(self.original_state)
         synchronize(c.device)
         start = time.perf_counter()
-        retain = self.retain_subset(forget_classes)
-        anti = anti_sample_set(self.train_data, forget_classes, retain, c.anti_sample_params,
-                               make_generator(c.seed, "anti", forget_classes, device=c.device))
-        mixed = Split(torch.cat([retain.images, anti.images]), torch.cat([retain.labels, anti.labels]))
-        shuffle = make_generator(c.seed, "unlearn", forget_classes)
-        name = f"unlearning {','.join(map(str, forget_classes))}"
-        train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size),
-              shuffle, phase=name, progress=c.progress)
-        if c.repair_epochs:
-            train(model, retain, TrainParams(c.repair_epochs, h.lr, h.batch_size), shuffle,
-                  phase=f"repair {name}", progress=c.progress)
+        inputs = UnlearnInputs(
+            train=self.train_data, retain=self.retain_subset(forget_classes),
+            forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.anti_sample_params,
+            repair_epochs=c.repair_epochs,
+            generator=make_generator(c.seed, "unlearn", forget_classes),
+            device_generator=make_generator(c.seed, "anti", forget_classes, device=c.device),
+            progress=c.progress, make_model=self.new_scratch_model)
+        METHODS[method](model, inputs)
         synchronize(c.device)
         return model, time.perf_counter() - start
 
-    def run_unit(self, forget_classes: list[int]) -> dict[str, Any]:
-        """One row of the summary (accuracies in percent) for this forget set."""
-        original = evaluate(self.model_from(self.original_state), self.test_data, forget_classes)
-        unlearned, seconds = self.unlearn(forget_classes)
-        test = evaluate(unlearned, self.test_data, forget_classes)
-        train_acc = evaluate(unlearned, self.train_data, forget_classes)
-        retrained = {"retain": None, "forget": None}
-        if self.config.retrain:
-            retrained = evaluate(self.model_from(self.retrained_state(forget_classes)),
-                                 self.test_data, forget_classes)
-        return {
-            "original_retain_test_acc": original["retain"], "original_forget_test_acc": original["forget"],
-            "unlearned_retain_test_acc": test["retain"], "unlearned_forget_test_acc": test["forget"],
-            "unlearned_retain_train_acc": train_acc["retain"],
-            "unlearned_forget_train_acc": train_acc["forget"],
-            "retrained_retain_test_acc": retrained["retain"],
-            "retrained_forget_test_acc": retrained["forget"],
-            "unlearn_seconds": seconds,
-        }
+    def measure(self, model: torch.nn.Module, forget_classes: list[int]) -> dict[str, Any]:
+        """Test and train accuracies and the membership-inference efficacy of `model`."""
+        retain_classes = [c for c in range(self.spec.num_classes) if c not in forget_classes]
+        return {"test": evaluate(model, self.test_data, forget_classes),
+                "train": evaluate(model, self.train_data, forget_classes),
+                "mia": mia_efficacy(model, self.train_data.of_classes(retain_classes),
+                                    self.test_data.of_classes(retain_classes),
+                                    self.train_data.of_classes(forget_classes),
+                                    make_generator(self.config.seed, "mia", forget_classes))}
 
-    def run(self, units: list[list[int]]) -> list[dict[str, Any]]:
-        """Rows for every unit; a unit already finished by an earlier run of the same settings
-        is read back from --out instead of being computed again."""
+    def run_unit(self, forget_classes: list[int], methods: list[str]) -> dict[str, dict[str, Any]]:
+        """One summary row per method (accuracies in percent) for this forget set."""
+        original = evaluate(self.model_from(self.original_state), self.test_data, forget_classes)
+        gold, retrain_seconds = None, None
+        if self.config.retrain:
+            state, retrain_seconds = self.retrained_state(forget_classes)
+            gold = self.measure(self.model_from(state), forget_classes)
+        rows = {}
+        for method in methods:
+            if method == "retrain":
+                result, seconds = gold, retrain_seconds
+            else:
+                unlearned, seconds = self.unlearn(forget_classes, method)
+                result = self.measure(unlearned, forget_classes)
+            rows[method] = summary_row(method, original, result, gold, seconds, retrain_seconds)
+        return rows
+
+    def run(self, units: list[list[int]], methods: list[str]) -> list[dict[str, Any]]:
+        """Rows for every unit and method, unit by unit; a unit already finished by an earlier
+        run with the same settings is read back from --out instead of being computed again."""
         settings = {k: v for k, v in self.config.to_dict().items() if k not in NOT_AFFECTING_RESULTS}
         key = fingerprint(settings)
         rows = []
         for forget_classes in tqdm(units, desc="forget sets", disable=not self.config.progress):
-            path = Path(self.config.out) / "units" / f"forget_{'_'.join(map(str, forget_classes))}.json"
-            row = read_unit(path, key)
-            if row is None:
+            name = "_".join(map(str, forget_classes))
+            paths = {m: Path(self.config.out) / "units" / f"{m}_forget_{name}.json" for m in methods}
+            done = {m: read_unit(path, key) for m, path in paths.items()}
+            todo = [m for m in methods if done[m] is None]
+            if todo:
                 try:
-                    row = self.run_unit(forget_classes)
+                    new = self.run_unit(forget_classes, todo)
                 except NonFiniteLossError as error:
                     raise UserError(f"stopped, forgetting classes {forget_classes}: {error}; "
                                     f"try a smaller --unlearn-scale-lr or --lr") from None
-                write_json(path, {"fingerprint": key, "row": row})
-            rows.append(row)
+                for method, row in new.items():
+                    write_json(paths[method], {"fingerprint": key, "row": row})
+                done.update(new)
+            rows += [done[m] for m in methods]
         return rows
+
+
+def summary_row(method: str, original: dict, result: dict, gold: dict | None, seconds: float,
+                retrain_seconds: float | None) -> dict[str, Any]:
+    """One row of summary.json: accuracies in percent, seconds, and the comparison with the
+    retrained model (None without it)."""
+    row = {
+        "method": method,
+        "original_retain_test_acc": original["retain"], "original_forget_test_acc": original["forget"],
+        "unlearned_retain_test_acc": result["test"]["retain"],
+        "unlearned_forget_test_acc": result["test"]["forget"],
+        "unlearned_retain_train_acc": result["train"]["retain"],
+        "unlearned_forget_train_acc": result["train"]["forget"],
+        "unlearn_seconds": seconds, "mia_efficacy": result["mia"],
+    }
+    gold_row = {"retrained_retain_test_acc": None, "retrained_forget_test_acc": None,
+                "retrained_retain_train_acc": None, "retrained_forget_train_acc": None,
+                "retrained_mia_efficacy": None, "gap_to_retrain": None, "speedup_vs_retrain": None}
+    if gold:
+        gold_row = {
+            "retrained_retain_test_acc": gold["test"]["retain"],
+            "retrained_forget_test_acc": gold["test"]["forget"],
+            "retrained_retain_train_acc": gold["train"]["retain"],
+            "retrained_forget_train_acc": gold["train"]["forget"],
+            "retrained_mia_efficacy": gold["mia"],
+            # SalUn's "average gap": forget-train, retain-train, retain-test accuracy and MIA
+            "gap_to_retrain": float(np.mean([
+                abs(result["train"]["forget"] - gold["train"]["forget"]),
+                abs(result["train"]["retain"] - gold["train"]["retain"]),
+                abs(result["test"]["retain"] - gold["test"]["retain"]),
+                abs(result["mia"] - gold["mia"])])),
+            "speedup_vs_retrain": retrain_seconds / seconds,
+        }
+    return {**row, **gold_row}
 
 
 def synchronize(device: str) -> None:
@@ -490,18 +565,29 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_summary(out: Path, config: RunConfig, row_key: str, rows: list[dict[str, Any]]) -> dict:
-    """summary.json and summary.csv in `out`; returns the summary."""
-    mean, std = summarise(rows)
+    """summary.json and summary.csv in `out`; returns the summary.
+
+    "mean" and "std" summarise the first of --methods (anti_sample by default); "by_method"
+    holds them for every method."""
+    by_method = {}
+    for method in config.methods:
+        mean, std = summarise([r for r in rows if r["method"] == method])
+        by_method[method] = {"mean": mean, "std": std}
     rows_name = "per_draw" if config.multi_class else "per_class"
-    summary = {"config": config.to_dict(), rows_name: rows, "mean": mean, "std": std}
+    first = by_method[config.methods[0]]
+    summary = {"config": config.to_dict(), rows_name: rows, "mean": first["mean"], "std": first["std"],
+               "by_method": by_method}
     write_json(out / "summary.json", summary)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["row", row_key, *METRICS])
-    for label, row in [*(("unit", r) for r in rows), ("mean", mean), ("std", std)]:
+    writer.writerow(["row", "method", row_key, *METRICS])
+    lines = [("unit", r["method"], r) for r in rows]
+    for method, stats in by_method.items():
+        lines += [("mean", method, stats["mean"]), ("std", method, stats["std"])]
+    for label, method, row in lines:
         unit = row.get(row_key, "")
         unit = " ".join(map(str, unit)) if isinstance(unit, list) else unit
-        writer.writerow([label, unit, *("" if row[m] is None else f"{row[m]:.4f}" for m in METRICS)])
+        writer.writerow([label, method, unit, *("" if row[m] is None else f"{row[m]:.4f}" for m in METRICS)])
     atomic_write(out / "summary.csv", lambda file: file.write(text.getvalue().encode()))
     return summary
 
@@ -543,14 +629,20 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool,
         units = choose_units(args, get_dataset_spec(config.dataset))
         experiment = Experiment(config)
         row_key = "forget_classes" if multi_class else "forget_class"
+        unit_of_row = [u for u in units for _ in config.methods]
         rows = [{row_key: u if multi_class else u[0], **row}
-                for u, row in zip(units, experiment.run(units))]
+                for u, row in zip(unit_of_row, experiment.run(units, config.methods))]
         summary = write_summary(out, config, row_key, rows)
+        report.write_comparison(out, summary, row_key)
+        if "anti_sample" in config.methods:
+            report.plot_anti_samples(*experiment.anti_sample_examples(units[0][0]), experiment.spec.mean,
+                                     experiment.spec.std, out / "anti_samples.png")
     except UserError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g} "
-          f"(accuracy on the test set, %):")
-    print(format_table(row_key, rows, summary["mean"], summary["std"]))
-    print(f"wrote {out / 'summary.json'} and {out / 'summary.csv'}")
+    for method, stats in summary["by_method"].items():
+        print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, {method} "
+              f"(accuracy on the test set, %):")
+        print(format_table(row_key, [r for r in rows if r["method"] == method], stats["mean"], stats["std"]))
+    print(f"wrote summary.json, summary.csv, comparison.md and plots in {out}")
     return 0

@@ -45,27 +45,40 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.d
     return perm.split(batch_size)
 
 
-def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.Generator,
-          phase: str = "training", progress: bool = True) -> None:
-    """Adam + cross-entropy over shuffled minibatches, model in train mode (PAPER.md protocol).
+def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+             generator: torch.Generator, device: torch.device, phase: str = "training",
+             progress: bool = True, grad_mask: dict[str, torch.Tensor] | None = None) -> None:
+    """Adam over shuffled minibatches of indices 0..n-1, model in train mode: each step minimises
+    `batch_loss(index)`. `grad_mask` (parameter name -> 0/1 tensor) freezes the zeroed weights.
 
     `generator` is a CPU generator driving the shuffles. Raises NonFiniteLossError naming
     `phase` if the loss is ever NaN or infinite (checked once per epoch, not per step)."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
-    device = data.images.device
+    masked = [(p, grad_mask[name]) for name, p in model.named_parameters() if name in grad_mask] if grad_mask else []
     epochs = tqdm(range(params.epochs), desc=phase, leave=False, disable=not progress)
     for epoch in epochs:
         epoch_loss = torch.zeros((), device=device)
-        for index in batches(len(data), params.batch_size, generator, device):
-            loss = nn.functional.cross_entropy(model(data.images[index]), data.labels[index])
+        for index in batches(n, params.batch_size, generator, device):
+            loss = batch_loss(index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for param, mask in masked:
+                param.grad.mul_(mask)
             optimizer.step()
             epoch_loss += loss.detach()
         if not math.isfinite(epoch_loss.item()):
             raise NonFiniteLossError(f"{phase}: the loss became {epoch_loss.item()} in epoch {epoch + 1}")
         epochs.set_postfix(loss=epoch_loss.item())
+
+
+def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.Generator,
+          phase: str = "training", progress: bool = True,
+          grad_mask: dict[str, torch.Tensor] | None = None) -> None:
+    """Adam + cross-entropy on `data` (PAPER.md protocol); see `optimise`."""
+    def batch_loss(index):
+        return nn.functional.cross_entropy(model(data.images[index]), data.labels[index])
+    optimise(model, len(data), params, batch_loss, generator, data.images.device, phase, progress, grad_mask)
 
 
 @torch.no_grad()
@@ -85,6 +98,32 @@ def evaluate(model: nn.Module, data: Split, forget_classes: list[int]) -> dict[s
     is_forget = torch.isin(data.labels, torch.tensor(forget_classes, device=data.labels.device))
     return {"all": accuracy(correct), "retain": accuracy(correct[~is_forget]),
             "forget": accuracy(correct[is_forget])}
+
+
+@torch.no_grad()
+def true_label_probability(model: nn.Module, data: Split) -> torch.Tensor:
+    """softmax(model(x))[y] for every sample, on the CPU."""
+    model.eval()
+    return torch.cat([model(x).softmax(1).gather(1, y[:, None]).squeeze(1).cpu()
+                      for x, y in zip(data.images.split(EVAL_BATCH_SIZE), data.labels.split(EVAL_BATCH_SIZE))])
+
+
+def mia_efficacy(model: nn.Module, retain_train: Split, retain_test: Split, forget_train: Split,
+                 generator: torch.Generator) -> float:
+    """Membership inference as in SalUn (Fan et al., ICLR 2024), in percent: an RBF SVC (C=3,
+    gamma "auto") on the true-label softmax probability, fit on retain-train samples (members)
+    against as many retain-class test samples (non-members); efficacy is the share of
+    forget-class training samples it calls non-members. 100: the model treats them as unseen."""
+    from sklearn.svm import SVC
+
+    n = min(len(retain_train), len(retain_test))
+    members = retain_train.subset(torch.randperm(len(retain_train), generator=generator)[:n].to(retain_train.labels.device))
+    others = retain_test.subset(torch.randperm(len(retain_test), generator=generator)[:n].to(retain_test.labels.device))
+    features = torch.cat([true_label_probability(model, members), true_label_probability(model, others)])
+    is_member = torch.cat([torch.ones(n), torch.zeros(n)])
+    classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(features[:, None].numpy(), is_member.numpy())
+    verdict = classifier.predict(true_label_probability(model, forget_train)[:, None].numpy())
+    return 100.0 * float((verdict == 0).mean())
 
 
 # ----------------------------------------------------------------------------------------------

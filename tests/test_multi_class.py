@@ -54,10 +54,10 @@ def test_one_draw_end_to_end_writes_the_schema(tmp_path):
                         "--cache-dir", tmp_path / "c")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert set(summary) == {"config", "per_draw", "mean", "std"}
+    assert set(summary) == {"config", "per_draw", "mean", "std", "by_method"}
     (row,) = summary["per_draw"]
     assert row["forget_classes"] == [1, 4]
-    assert set(row) == ROW_KEYS | {"forget_classes"}
+    assert set(row) == ROW_KEYS | {"forget_classes", "method"}
     assert summary["config"]["multi_class"] is True
     assert row["original_forget_test_acc"] > 90 and row["unlearned_forget_test_acc"] < 10
     assert row["retrained_forget_test_acc"] == 0

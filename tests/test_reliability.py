@@ -39,6 +39,7 @@ def bad_inputs(tmp):
     return [
         (["--dataset", "imagenet"], "unknown data set 'imagenet'; known: mnist5k"),
         (["--model", "VGG16"], "unknown model 'VGG16'; known: AllCNN"),
+        (["--methods", "anti_sample,magic"], "unknown method 'magic'; known: anti_sample"),
         (["--retain-percent", "0"], "expected a percentage in (0, 100], got 0"),
         (["--retain-percent", "150"], "expected a percentage in (0, 100], got 150"),
         (["--retain-percent", "thirty"], "expected a percentage in (0, 100], got 'thirty'"),
@@ -140,7 +141,7 @@ def test_same_command_and_seed_give_identical_accuracies(clean_run, tmp_path):
 def test_a_killed_run_resumes_and_ends_with_the_same_numbers(clean_run, tmp_path):
     command = [sys.executable, str(ROOT / "single_class_unlearning.py"), "--no-progress", *QUICK,
                "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
-    first_unit = tmp_path / "r" / "units" / "forget_0.json"
+    first_unit = tmp_path / "r" / "units" / "anti_sample_forget_0.json"
     start = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not first_unit.exists() and process.poll() is None and time.monotonic() - start < 300:

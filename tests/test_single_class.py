@@ -28,10 +28,12 @@ def mnist5k_run(tmp_path_factory):
 
 def test_summary_has_the_documented_schema(mnist5k_run):
     _, summary, _ = mnist5k_run
-    assert set(summary) == {"config", "per_class", "mean", "std"}
+    assert set(summary) == {"config", "per_class", "mean", "std", "by_method"}
+    assert summary["by_method"]["anti_sample"]["mean"] == summary["mean"]
     assert [row["forget_class"] for row in summary["per_class"]] == [0, 3]
     for row in summary["per_class"]:
-        assert set(row) == ROW_KEYS | {"forget_class"}
+        assert set(row) == ROW_KEYS | {"forget_class", "method"}
+        assert row["method"] == "anti_sample"
         assert all(isinstance(row[key], float) for key in ROW_KEYS)
     assert set(summary["mean"]) == set(summary["std"]) == ROW_KEYS
     assert summary["config"]["dataset"] == "mnist5k" and summary["config"]["model"] == "SmallCNN"
@@ -51,9 +53,9 @@ def test_table_and_csv_are_written(mnist5k_run):
     result, summary, out = mnist5k_run
     assert "mean" in result.stdout and "std" in result.stdout
     lines = (out / "results" / "summary.csv").read_text().splitlines()
-    assert lines[0].startswith("row,forget_class,original_retain_test_acc")
+    assert lines[0].startswith("row,method,forget_class,original_retain_test_acc")
     assert [line.split(",")[0] for line in lines[1:]] == ["unit", "unit", "mean", "std"]
-    assert float(lines[3].split(",")[5]) == pytest.approx(summary["mean"]["unlearned_forget_test_acc"], abs=1e-3)
+    assert float(lines[3].split(",")[6]) == pytest.approx(summary["mean"]["unlearned_forget_test_acc"], abs=1e-3)
 
 
 def test_rerun_reuses_models_and_results(mnist5k_run):
@@ -88,7 +90,7 @@ def test_cifar10_pipeline_on_a_subset_of_the_real_archive(cifar10_archive, tmp_p
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["config"]["hparams"]["unlearn_scale_lr"] == 2.2  # the notebook row
     assert summary["config"]["pretrained"] is False
-    assert set(summary["per_class"][0]) == ROW_KEYS | {"forget_class"}
+    assert set(summary["per_class"][0]) == ROW_KEYS | {"forget_class", "method"}
 
 
 def test_help_explains_every_flag():

@@ -1,0 +1,235 @@
+"""Unlearning methods: each changes a copy of the original model in place, given the same inputs.
+
+    METHODS["anti_sample"](model, inputs)   # ours (PAPER.md)
+    METHODS["unsir"](model, inputs)         # a baseline; see each function's docstring
+
+Every method sees the same original model, the same retain subset, the forget classes'
+training samples and the same seed, so their rows in a summary compare like with like.
+Baseline hyperparameters live in `BASELINES` (one place; README "Methods" lists them).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from anti_sample import AntiSampleParams, anti_sample_set
+from datasets import Split
+from errors import UserError
+from hparams import RunHparams
+from train_utils import TrainParams, optimise, train
+from unsir import PRESETS, unsir_unlearn
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    epochs: int
+    lr: float  # Adam
+    extra: float = 0.0  # the method's own knob (see BASELINES)
+
+
+BASELINES: dict[str, BaselineParams] = {
+    "finetune": BaselineParams(epochs=5, lr=1e-3),
+    "neggrad": BaselineParams(epochs=2, lr=1e-3, extra=0.99),  # extra: alpha, retain-loss weight
+    "random_label": BaselineParams(epochs=5, lr=1e-3),
+    "bad_teacher": BaselineParams(epochs=1, lr=1e-4, extra=1.0),  # extra: KL temperature
+    "ssd": BaselineParams(epochs=0, lr=0.0, extra=10.0),  # extra: alpha (selection); lambda = 1
+    "salun": BaselineParams(epochs=5, lr=1e-3, extra=0.5),  # extra: fraction of weights updated
+}
+SSD_LAMBDA = 1.0  # Foster et al.'s dampening constant for CIFAR
+
+
+@dataclass
+class UnlearnInputs:
+    train: Split  # the full training data (forget samples are taken from it)
+    retain: Split  # the retain subset the unlearner may use
+    forget_classes: list[int]
+    hparams: RunHparams
+    anti_sample: AntiSampleParams
+    repair_epochs: int
+    generator: torch.Generator  # CPU: shuffles and noise initialisation
+    device_generator: torch.Generator  # on the data's device: anti-sample draws
+    progress: bool
+    make_model: Callable[[], nn.Module]  # a fresh, randomly initialised model of the same kind
+
+    @property
+    def forget(self) -> Split:
+        return self.train.of_classes(self.forget_classes)
+
+    def random_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Each label replaced by a uniformly drawn different class."""
+        num_classes = int(self.train.labels.max()) + 1
+        shift = torch.randint(1, num_classes, labels.shape, generator=self.generator).to(labels.device)
+        return (labels + shift) % num_classes
+
+
+METHODS: dict[str, Callable[[nn.Module, UnlearnInputs], None]] = {}
+
+
+def register_method(name: str):
+    def decorate(fn):
+        METHODS[name] = fn
+        return fn
+    return decorate
+
+
+def check_methods(names: list[str], retrain: bool = True) -> list[str]:
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+    if len(set(names)) != len(names) or not names:
+        raise UserError(f"--methods: give each method once, e.g. {','.join(METHODS)}")
+    if "retrain" in names and not retrain:
+        raise UserError("--methods retrain needs the retrained models; drop --no-retrain")
+    return names
+
+
+@register_method("anti_sample")
+def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """Fine-tune on retain subset + anti-samples labelled with their forget class (PAPER.md),
+    then optionally `repair_epochs` on the retain subset alone."""
+    h, retain = inputs.hparams, inputs.retain
+    anti = anti_sample_set(inputs.train, inputs.forget_classes, retain, inputs.anti_sample,
+                           inputs.device_generator)
+    mixed = Split(torch.cat([retain.images, anti.images]), torch.cat([retain.labels, anti.labels]))
+    name = f"unlearning {','.join(map(str, inputs.forget_classes))}"
+    train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size),
+          inputs.generator, phase=name, progress=inputs.progress)
+    if inputs.repair_epochs:
+        train(model, retain, TrainParams(inputs.repair_epochs, h.lr, h.batch_size), inputs.generator,
+              phase=f"repair {name}", progress=inputs.progress)
+
+
+@register_method("unsir")
+def unsir(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """UNSIR with the reference CIFAR-10 recipe (unsir.PRESETS["reference"])."""
+    unsir_unlearn(model, inputs.forget_classes, inputs.retain, PRESETS["reference"], inputs.generator,
+                  progress=inputs.progress)
+
+
+def _joined(*splits: Split) -> Split:
+    return Split(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
+
+
+@register_method("retrain")
+def retrain(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """The gold standard: experiment.py substitutes the cached retrained model for this row."""
+    raise RuntimeError("retrain rows come from the retrained model, not from this function")
+
+
+@register_method("finetune")
+def finetune(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """Fine-tune on the retain subset alone: forgetting by catastrophic interference."""
+    p = BASELINES["finetune"]
+    train(model, inputs.retain, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
+          phase="finetune", progress=inputs.progress)
+
+
+@register_method("neggrad")
+def neggrad(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """NegGrad+ (Kurmanji et al., NeurIPS 2023): alpha * CE(retain) - (1 - alpha) * CE(forget),
+    on a retain and a forget minibatch per step."""
+    p, retain, forget = BASELINES["neggrad"], inputs.retain, inputs.forget
+    forget_index = torch.randint(0, len(forget), (len(retain),), generator=inputs.generator).to(retain.labels.device)
+
+    def batch_loss(index):
+        f = forget_index[index]
+        retain_loss = nn.functional.cross_entropy(model(retain.images[index]), retain.labels[index])
+        forget_loss = nn.functional.cross_entropy(model(forget.images[f]), forget.labels[f])
+        return p.extra * retain_loss - (1 - p.extra) * forget_loss
+    optimise(model, len(retain), TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), batch_loss,
+             inputs.generator, retain.images.device, "neggrad", inputs.progress)
+
+
+@register_method("random_label")
+def random_label(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """Forget samples relabelled with random other classes, mixed with the retain subset
+    (Golatkar et al., CVPR 2020; Fan et al.'s "RL")."""
+    p, forget = BASELINES["random_label"], inputs.forget
+    data = _joined(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
+    train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
+          phase="random_label", progress=inputs.progress)
+
+
+@register_method("bad_teacher")
+def bad_teacher(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """Chundawat et al., AAAI 2023: distil from the original model (competent teacher) on
+    retain data and from a randomly initialised model (incompetent teacher) on forget data,
+    KL divergence at temperature T."""
+    p, retain, forget = BASELINES["bad_teacher"], inputs.retain, inputs.forget
+    competent, incompetent = _frozen_copy(model), inputs.make_model().eval()
+    data = _joined(retain, forget)
+    is_forget = torch.cat([torch.zeros(len(retain)), torch.ones(len(forget))]).bool().to(data.labels.device)
+    temperature = p.extra
+
+    def batch_loss(index):
+        x = data.images[index]
+        with torch.no_grad():
+            target = torch.where(is_forget[index, None], incompetent(x), competent(x))
+        return nn.functional.kl_div((model(x) / temperature).log_softmax(1),
+                                    (target / temperature).log_softmax(1), log_target=True,
+                                    reduction="batchmean")
+    optimise(model, len(data), TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), batch_loss,
+             inputs.generator, data.images.device, "bad_teacher", inputs.progress)
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    frozen = copy.deepcopy(model).eval()
+    frozen.requires_grad_(False)
+    return frozen
+
+
+def _fisher_diagonal(model: nn.Module, data: Split, batch_size: int) -> dict[str, torch.Tensor]:
+    """Mean over minibatches of the squared gradient of the cross-entropy, per parameter."""
+    model.eval()
+    fisher = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    chunks = torch.arange(len(data), device=data.labels.device).split(batch_size)
+    for index in chunks:
+        model.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(data.images[index]), data.labels[index]).backward()
+        for name, p in model.named_parameters():
+            fisher[name] += p.grad.square() / len(chunks)
+    model.zero_grad(set_to_none=True)
+    return fisher
+
+
+@register_method("ssd")
+def ssd(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """Selective Synaptic Dampening (Foster et al., AAAI 2024), no training: with diagonal
+    Fisher importances I_D (retain subset + forget data) and I_f (forget data), every weight
+    with I_f > alpha * I_D is multiplied by min(lambda * I_D / I_f, 1)."""
+    alpha, batch = BASELINES["ssd"].extra, inputs.hparams.batch_size
+    # D is shuffled so forget samples share minibatches with retain ones, as in a data loader
+    seen = _joined(inputs.retain, inputs.forget)
+    seen = seen.subset(torch.randperm(len(seen), generator=inputs.generator).to(seen.labels.device))
+    importance_all = _fisher_diagonal(model, seen, batch)
+    importance_forget = _fisher_diagonal(model, inputs.forget, batch)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            i_d, i_f = importance_all[name], importance_forget[name]
+            selected = i_f > alpha * i_d
+            factor = (SSD_LAMBDA * i_d / i_f.clamp_min(1e-30)).clamp(max=1)
+            param.mul_(torch.where(selected, factor, torch.ones_like(factor)))
+
+
+@register_method("salun")
+def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
+    """SalUn (Fan et al., ICLR 2024): a mask of the weights with the largest forget-loss
+    gradient magnitude (the top `extra` fraction), then random-label unlearning that updates
+    only those weights."""
+    p, forget = BASELINES["salun"], inputs.forget
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    for index in torch.arange(len(forget), device=forget.labels.device).split(inputs.hparams.batch_size):
+        nn.functional.cross_entropy(model(forget.images[index]), forget.labels[index], reduction="sum").backward()
+    gradients = {name: param.grad.abs() for name, param in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    magnitudes = torch.cat([g.flatten() for g in gradients.values()])
+    threshold = magnitudes.kthvalue(max(1, int((1 - p.extra) * len(magnitudes)))).values
+    mask = {name: (g >= threshold).float() for name, g in gradients.items()}
+    data = _joined(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
+    train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
+          phase="salun", progress=inputs.progress, grad_mask=mask)

@@ -1,0 +1,87 @@
+"""Unlearning methods, membership inference and the comparison report."""
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+import methods
+import single_class_unlearning
+from experiment import Experiment, make_generator, resolve_config
+from methods import METHODS, UnlearnInputs
+from test_single_class import ROW_KEYS, run_script
+
+BASELINES = [m for m in METHODS if m != "retrain"]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("methods")
+    args = single_class_unlearning.get_args_parser().parse_args(
+        ["--no-progress", "--out", str(tmp / "r"), "--cache-dir", str(tmp / "c")])
+    return Experiment(resolve_config(args, multi_class=False))
+
+
+def inputs_for(experiment, forget_classes):
+    c = experiment.config
+    return UnlearnInputs(
+        train=experiment.train_data, retain=experiment.retain_subset(forget_classes),
+        forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.anti_sample_params,
+        repair_epochs=0, generator=make_generator(c.seed, "test"),
+        device_generator=make_generator(c.seed, "test-device"), progress=False,
+        make_model=experiment.new_scratch_model)
+
+
+def test_mia_scores_the_retrained_model_near_100_and_the_original_lower(experiment):
+    retrained, _ = experiment.retrained_state([0])
+    gold = experiment.measure(experiment.model_from(retrained), [0])["mia"]
+    original = experiment.measure(experiment.model_from(experiment.original_state), [0])["mia"]
+    print(f"\nMIA efficacy, forget class 0: retrained {gold:.1f}, original {original:.1f}")
+    assert gold >= 95
+    assert original <= gold - 40
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_each_method_changes_the_model(method, experiment):
+    model = experiment.model_from(experiment.original_state)
+    before = copy.deepcopy(model.state_dict())
+    METHODS[method](model, inputs_for(experiment, [3]))
+    changed = [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])]
+    assert changed, f"{method} left every parameter as it was"
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def test_ssd_trains_nothing(experiment, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("ssd must not train")
+    monkeypatch.setattr(methods, "train", no_training)
+    monkeypatch.setattr(methods, "optimise", no_training)
+    model = experiment.model_from(experiment.original_state)
+    METHODS["ssd"](model, inputs_for(experiment, [3]))
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), experiment.original_state.values()))
+
+
+def test_random_labels_never_keep_the_true_class(experiment):
+    labels = torch.arange(10).repeat(50)
+    relabelled = inputs_for(experiment, [0]).random_labels(labels)
+    assert not (relabelled == labels).any()
+    assert set(relabelled.tolist()) == set(range(10))
+
+
+def test_all_methods_in_one_run_keep_the_schema_and_write_the_report(tmp_path):
+    names = ",".join(METHODS)
+    result = run_script("single_class_unlearning.py", "--methods", names, "--classes", "2", "--epochs", "3",
+                        "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert [row["method"] for row in summary["per_class"]] == list(METHODS)
+    for row in summary["per_class"]:
+        assert set(row) >= ROW_KEYS | {"forget_class", "method", "mia_efficacy", "gap_to_retrain",
+                                       "speedup_vs_retrain"}
+        assert all(math.isfinite(v) for k, v in row.items() if k not in ("method", "forget_class")), row["method"]
+    assert summary["by_method"]["retrain"]["mean"]["gap_to_retrain"] == 0
+    report = (tmp_path / "r" / "comparison.md").read_text()
+    assert all(f"| {m} |" in report for m in METHODS) and "**" in report
+    for png in ["retain_forget.png", "forget_heatmap.png", "anti_samples.png"]:
+        assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,29 @@
+"""CI executes every notebook end to end in smoke mode (UNLEARN_SMOKE=1)."""
+import os
+import time
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_the_three_notebooks_are_there():
+    assert [p.name for p in NOTEBOOKS] == [
+        "test_example_single_class_unlearning_100.ipynb", "test_example_single_class_unlearning_30.ipynb",
+        "unlearn_comparison_toy_example.ipynb"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_mode(path, monkeypatch):
+    monkeypatch.setenv("UNLEARN_SMOKE", "1")
+    notebook = nbformat.read(path, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    start = time.monotonic()
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on a failing cell
+    assert time.monotonic() - start < 60
+    assert any(o.get("output_type") == "display_data" for c in notebook.cells for o in c.get("outputs", []))

@@ -1,0 +1,51 @@
+"""The paper's toy comparison and the UNSIR baseline."""
+import torch
+
+import toy_example
+import unsir
+from datasets import Split
+
+
+def test_anti_samples_forget_class_0_and_keep_the_rest_over_three_seeds():
+    results = [toy_example.run_toy_comparison(seed) for seed in range(3)]
+
+    def mean(model, part):
+        return sum(r.accuracy[model][part] for r in results) / len(results)
+    print(f"\nanti_sample: retain {mean('anti_sample', 'retain'):.2f} forget {mean('anti_sample', 'forget'):.2f}; "
+          f"UNSIR: retain {mean('unsir', 'retain'):.2f} forget {mean('unsir', 'forget'):.2f} "
+          f"(test %, mean of 3 seeds)")
+    assert mean("original", "forget") > 90
+    assert mean("anti_sample", "retain") >= 85
+    assert mean("anti_sample", "forget") <= 5
+
+
+def test_blobs_follow_the_paper():
+    train, test = toy_example.make_blobs(0)
+    assert len(train) == 320 and len(test) == 80
+    for label, centre in enumerate(toy_example.BLOB_MEANS):
+        points = torch.cat([train.images[train.labels == label], test.images[test.labels == label]])
+        assert torch.allclose(points.mean(0), torch.tensor(centre), atol=0.1)
+        assert torch.allclose(points.var(0), torch.full((2,), 0.1), rtol=0.35)
+
+
+def test_error_maximising_noise_is_misclassified():
+    torch.manual_seed(0)
+    model = toy_example.toy_mlp()
+    train, _ = toy_example.make_blobs(0)
+    toy_example.train(model, train, toy_example.TRAIN, torch.Generator().manual_seed(0), progress=False)
+    noise = unsir.error_maximising_noise(model, 2, (2,), unsir.PRESETS["toy"], torch.Generator().manual_seed(0),
+                                         torch.device("cpu"))
+    assert noise.shape == (256, 2)
+    assert (model(noise).argmax(1) == 2).float().mean() < 0.1  # almost none predicted as class 2
+
+
+def test_unsir_labels_each_class_noise_with_that_class(monkeypatch):
+    """The public code labels every class's noise 0; ours labels it with the forget class."""
+    seen = []
+    monkeypatch.setattr(unsir, "train", lambda model, data, *a, **k: seen.append(data.labels.clone()))
+    retain = Split(torch.randn(20, 2), torch.zeros(20, dtype=torch.long))
+    params = unsir.UnsirParams(noise_batch=5, noise_steps=2, rounds=1)
+    unsir.unsir_unlearn(toy_example.toy_mlp(), [1, 3], retain, params, torch.Generator().manual_seed(0))
+    impair_labels = seen[0]
+    assert impair_labels[:10].tolist() == [1] * 5 + [3] * 5
+    assert torch.equal(seen[1], retain.labels)  # repair: retain data alone

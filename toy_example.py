@@ -1,0 +1,94 @@
+"""The paper's 2-D toy problem (PAPER.md "The toy example"): four Gaussian blobs, a 2-5-4 MLP,
+forget class 0 with UNSIR and with anti-samples, and compare what each leaves of the rest.
+
+`run_toy_comparison(seed)` returns the numbers and the tensors the notebook plots.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from anti_sample import AntiSampleParams, anti_sample_set
+from datasets import Split
+from train_utils import TrainParams, evaluate, train
+from unsir import PRESETS, error_maximising_noise, unsir_unlearn
+
+BLOB_MEANS = ((-0.6, -0.6), (0.6, -0.6), (-0.6, 0.6), (0.6, 0.6))
+BLOB_VARIANCE = 0.1  # covariance 0.1 * I
+POINTS_PER_BLOB = 100
+TRAIN_FRACTION = 0.8
+TRAIN = TrainParams(epochs=500, lr=1e-3, batch_size=128)
+FORGET_CLASS = 0
+ANTI_SAMPLE = AntiSampleParams(local_variance=3, size_multiplier=5, p=0.5, tail_randomized=150,
+                               no_generated_data=80, eps=0.1)
+# One epoch at lr 0.3 as in PAPER.md; the batch size of this step is not given there. At 128
+# the epoch is 3 steps and the forget class stayed at 100% in our runs; at 16 it is 20 steps.
+ANTI_SAMPLE_UNLEARN = TrainParams(epochs=1, lr=0.3, batch_size=16)
+
+
+def make_blobs(seed: int) -> tuple[Split, Split]:
+    """Four blobs of 100 points, split 80/20 per blob into train and test."""
+    g = torch.Generator().manual_seed(seed)
+    train_parts, test_parts = [], []
+    n_train = int(POINTS_PER_BLOB * TRAIN_FRACTION)
+    for label, mean in enumerate(BLOB_MEANS):
+        points = torch.tensor(mean) + BLOB_VARIANCE ** 0.5 * torch.randn(POINTS_PER_BLOB, 2, generator=g)
+        labels = torch.full((POINTS_PER_BLOB,), label)
+        train_parts.append(Split(points[:n_train], labels[:n_train]))
+        test_parts.append(Split(points[n_train:], labels[n_train:]))
+
+    def cat(parts):
+        return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    return cat(train_parts), cat(test_parts)
+
+
+def toy_mlp() -> nn.Module:
+    """2-5-4, sigmoid hidden layer; softmax is in the cross-entropy."""
+    return nn.Sequential(nn.Linear(2, 5), nn.Sigmoid(), nn.Linear(5, 4))
+
+
+@dataclass
+class ToyResult:
+    train: Split
+    test: Split
+    original: nn.Module
+    unsir: nn.Module
+    anti_sample: nn.Module
+    unsir_noise: torch.Tensor  # the error-maximising noise of the forget class (first round)
+    anti_samples: torch.Tensor
+    accuracy: dict[str, dict[str, float]]  # model -> {"retain", "forget"} test accuracy, percent
+
+
+def run_toy_comparison(seed: int = 0, train_params: TrainParams = TRAIN,
+                       unsir_params=PRESETS["toy"]) -> ToyResult:
+    torch.manual_seed(seed)
+    train_split, test_split = make_blobs(seed)
+    original = toy_mlp()
+    train(original, train_split, train_params, torch.Generator().manual_seed(seed), progress=False)
+    retain = train_split.of_classes([c for c in range(len(BLOB_MEANS)) if c != FORGET_CLASS])
+
+    unsir_model = copy.deepcopy(original)
+    noise = error_maximising_noise(copy.deepcopy(original), FORGET_CLASS, (2,), unsir_params,
+                                   torch.Generator().manual_seed(seed), torch.device("cpu"))
+    unsir_unlearn(unsir_model, [FORGET_CLASS], retain, unsir_params, torch.Generator().manual_seed(seed))
+
+    anti_model = copy.deepcopy(original)
+    anti = anti_sample_set(train_split, [FORGET_CLASS], retain, ANTI_SAMPLE, torch.Generator().manual_seed(seed))
+    mixed = Split(torch.cat([retain.images, anti.images]), torch.cat([retain.labels, anti.labels]))
+    train(anti_model, mixed, ANTI_SAMPLE_UNLEARN, torch.Generator().manual_seed(seed), progress=False)
+
+    accuracy = {name: {k: v for k, v in evaluate(model, test_split, [FORGET_CLASS]).items() if k != "all"}
+                for name, model in [("original", original), ("unsir", unsir_model), ("anti_sample", anti_model)]}
+    return ToyResult(train_split, test_split, original, unsir_model, anti_model, noise, anti.images, accuracy)
+
+
+@torch.no_grad()
+def decision_regions(model: nn.Module, extent: float = 2.0, steps: int = 200):
+    """(xs, ys, predicted class per grid point) over [-extent, extent]^2, for contour plots."""
+    axis = torch.linspace(-extent, extent, steps)
+    xs, ys = torch.meshgrid(axis, axis, indexing="xy")
+    model.eval()
+    return xs, ys, model(torch.stack([xs.flatten(), ys.flatten()], 1)).argmax(1).reshape(steps, steps)
