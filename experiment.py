@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -479,6 +480,7 @@ class Experiment:
         """Rows for every unit and method, unit by unit; a unit already finished by an earlier
         run with the same settings is read back from --out instead of being computed again."""
         settings = {k: v for k, v in self.config.to_dict().items() if k not in NOT_AFFECTING_RESULTS}
+        settings["device"] = torch.device(self.config.device).type  # cuda:1 and cuda:0 agree
         key = fingerprint(settings)
         rows = []
         for forget_classes in tqdm(units, desc="forget sets", disable=not self.config.progress):
@@ -616,6 +618,38 @@ def format_table(row_key: str, rows: list[dict[str, Any]], mean: dict, std: dict
     return "\n".join(lines)
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) when started by torchrun (its RANK and WORLD_SIZE), else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def run_units(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, list[dict[str, Any]] | None]:
+    """Every unit's rows, in one process or shared out under torchrun: rank r runs units
+    r, r + world, ...; then rank 0 reads all finished units back from --out (the same reuse
+    as a rerun) and returns the rows, the other ranks return None."""
+    rank, world = distributed_rank()
+    if world == 1:
+        experiment = Experiment(config)
+        return experiment, experiment.run(units, config.methods)
+    import torch.distributed as dist
+
+    cuda = torch.device(config.device).type == "cuda"
+    if cuda:
+        config.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        if rank == 0:
+            experiment = Experiment(config)  # trains and caches the original model once
+        dist.barrier()
+        if rank != 0:
+            experiment = Experiment(config)  # reads it from the cache
+        experiment.run(units[rank::world], config.methods)
+        dist.barrier()
+        return experiment, experiment.run(units, config.methods) if rank == 0 else None
+    finally:
+        dist.destroy_process_group()
+
+
 def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool,
          choose_units) -> int:
     """Parse flags, run every unit, print the table and write the summary. Exit status 2 with a
@@ -627,11 +661,12 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool,
         check_writable_folder(out, "--out")
         check_writable_folder(Path(config.cache_dir), "--cache-dir")
         units = choose_units(args, get_dataset_spec(config.dataset))
-        experiment = Experiment(config)
+        experiment, unit_rows = run_units(config, units)
+        if unit_rows is None:  # a torchrun rank other than 0: its share is saved in --out
+            return 0
         row_key = "forget_classes" if multi_class else "forget_class"
         unit_of_row = [u for u in units for _ in config.methods]
-        rows = [{row_key: u if multi_class else u[0], **row}
-                for u, row in zip(unit_of_row, experiment.run(units, config.methods))]
+        rows = [{row_key: u if multi_class else u[0], **row} for u, row in zip(unit_of_row, unit_rows)]
         summary = write_summary(out, config, row_key, rows)
         report.write_comparison(out, summary, row_key)
         if "anti_sample" in config.methods:
