@@ -19,7 +19,8 @@ import torch
 
 from datasets import Split
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 24  # distance-matrix entries held at once (64 MiB of float32)
+DEFAULT_CHUNK_ELEMENTS = 1 << 22  # distance-matrix entries held at once (16 MiB of float32)
+CANDIDATE_MARGIN = 8  # float32 candidates beyond k, re-ranked in float64 (rounding only swaps near-ties)
 
 
 @dataclass(frozen=True)
@@ -54,26 +55,27 @@ def farthest_retain_indices(forget: torch.Tensor, retain: torch.Tensor, k: int,
     """(n_f, k) indices into `retain` of each forget row's k farthest retain rows, farthest first.
 
     Per chunk of forget rows: squared distances ||f||^2 + ||r||^2 - 2 f.r (one matmul in the
-    input dtype), top-(2k + 8) candidates, then those few re-ranked by float64 distances, so
+    input dtype), top-(k + 8) candidates, then those few re-ranked by float64 distances, so
     the ranking is the float64 one, not one perturbed by float32 rounding. At most
     `chunk_elements` distances (or candidate features) exist at once."""
     forget, retain = forget.flatten(1), retain.flatten(1)
     k = min(k, len(retain))
-    num_candidates = min(2 * k + 8, len(retain))
+    num_candidates = min(k + CANDIDATE_MARGIN, len(retain))
     retain_sq = retain.square().sum(1)
-    retain_sq64 = retain.double().square().sum(1)
+    retain_sq64 = torch.cat([r.double().square().sum(1) for r in retain.split(1024)])
     rows = max(1, chunk_elements // len(retain))
-    rescore_rows = max(1, chunk_elements // (num_candidates * retain.shape[1]))
+    rescore_rows = max(1, chunk_elements // 8 // (num_candidates * retain.shape[1]))
     out = torch.empty(len(forget), k, dtype=torch.long, device=forget.device)
     for start in range(0, len(forget), rows):
         chunk = forget[start:start + rows]
-        sq_dist = chunk.square().sum(1, keepdim=True) + retain_sq - 2 * chunk @ retain.T
-        candidates = sq_dist.topk(num_candidates, dim=1).indices
-        for sub in range(0, len(chunk), rescore_rows):  # exact float64 distances to the few candidates
+        # ||r||^2 - 2 f.r ranks a row's retain samples as the squared distance does (||f||^2 is
+        # the same for the whole row), in one fused matmul
+        candidates = torch.addmm(retain_sq, chunk, retain.T, alpha=-2).topk(num_candidates, dim=1).indices
+        for sub in range(0, len(chunk), rescore_rows):  # float64 distances to the few candidates
             f64 = chunk[sub:sub + rescore_rows].double()
             cand = candidates[sub:sub + rescore_rows]
             dots = torch.bmm(retain[cand].double(), f64[:, :, None]).squeeze(2)
-            exact = f64.square().sum(1, keepdim=True) + retain_sq64[cand] - 2 * dots
+            exact = retain_sq64[cand] - 2 * dots
             out[start + sub:start + sub + len(cand)] = cand.gather(1, exact.topk(k, dim=1).indices)
     return out
 

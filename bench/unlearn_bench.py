@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Unlearning one CIFAR-10 class from ResNet18: a published-code-style loop vs `train_utils.train`.
+
+Trains a ResNet18 (torchvision, no pretrained weights) on the CIFAR-10 training split for
+--original-epochs (seconds per epoch), then for each retain percentage builds the mixed set as
+the pipeline does (retain subset + anti-samples, experiment.Experiment.unlearn) and fine-tunes
+two copies of the same original model on it with the paper's notebook hyperparameters
+(hparams.resolve("ResNet18", "cifar10", percent)):
+  (a) published style: a DataLoader over a Python list of (image, label) tuples, batch 128,
+      shuffled, eager fp32, Adam, model.train();
+  (b) ours: train_utils.train over the in-memory Split.
+Reports the seconds of each and the forget / retain test accuracy of each model, so a speed-up
+never hides a change in the result.
+
+    bench/unlearn_bench.py --data-root ../shared/data/cifar10-jpeg.tar.gz --max-per-class 500 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import hparams  # noqa: E402
+from anti_sample import AntiSampleParams, anti_sample_set  # noqa: E402
+from datasets import Split, load_dataset  # noqa: E402
+from experiment import derived_seed, make_generator  # noqa: E402
+from models import get_model  # noqa: E402
+from train_utils import TrainParams, evaluate, train  # noqa: E402
+
+MODEL = "ResNet18"
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="CIFAR-10 image folder or .tar.gz")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--max-per-class", type=int, default=None,
+                        help="first N train and N test images of each class (all when left out)")
+    parser.add_argument("--original-epochs", type=int, default=1, help="epochs of the original model")
+    parser.add_argument("--percents", default="30,100", help="retain percentages (Unlearning-30, -100)")
+    parser.add_argument("--forget-class", type=int, default=0, help="class to forget")
+    parser.add_argument("--seed", type=int, default=100, help="seed of every random draw")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (torch's own choice when left out)")
+    parser.add_argument("--json", default=None, help="write the results here")
+    return parser
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(call, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    call()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def new_model(seed: int, device: torch.device, state: dict | None = None) -> torch.nn.Module:
+    torch.manual_seed(derived_seed(seed, "init"))
+    model = get_model(MODEL, 10, 3, pretrained=False).to(device)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def retain_subset(train_data: Split, forget_classes: list[int], percent: float, seed: int) -> Split:
+    """`percent` of each retain class's training samples, drawn as Experiment.retain_subset does."""
+    generator = make_generator(seed, "retain", forget_classes)
+    labels = train_data.labels.cpu()
+    keep = []
+    for c in range(10):
+        if c not in forget_classes:
+            members = (labels == c).nonzero().squeeze(1)
+            count = max(1, round(len(members) * percent / 100))
+            keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return train_data.subset(torch.cat(keep).sort().values.to(train_data.images.device))
+
+
+def train_published_style(model: torch.nn.Module, data: Split, params: TrainParams, seed: int) -> None:
+    """The published notebooks' loop: a per-sample DataLoader over a list of (image, label) tuples,
+    each batch collated on the CPU and copied to the device."""
+    device = data.images.device
+    samples = [(image, int(label)) for image, label in zip(data.images.cpu(), data.labels.cpu())]
+    loader = DataLoader(samples, batch_size=params.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    model.train()
+    for _ in range(params.epochs):
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def accuracies(model: torch.nn.Module, test: Split, forget_classes: list[int]) -> dict[str, float]:
+    acc = evaluate(model, test, forget_classes)
+    return {"forget_test_acc": acc["forget"], "retain_test_acc": acc["retain"]}
+
+
+def unlearn_both_ways(train_data: Split, test: Split, original_state: dict, percent: float,
+                      forget_class: int, seed: int, device: torch.device) -> dict:
+    forget_classes = [forget_class]
+    h = hparams.resolve(MODEL, "cifar10", percent)
+    params = AntiSampleParams(h.local_variance, h.size_multiplier, h.p, h.tail_randomized,
+                              h.no_generated_data, h.eps, h.convex_combination)
+    retain = retain_subset(train_data, forget_classes, percent, seed)
+    anti = []
+    anti_seconds = timed(lambda: anti.append(anti_sample_set(
+        train_data, forget_classes, retain, params, make_generator(seed, "anti", forget_classes, device=device))),
+        device)
+    mixed = Split(torch.cat([retain.images, anti[0].images]), torch.cat([retain.labels, anti[0].labels]))
+    unlearn_params = TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size)
+
+    published = new_model(seed, device, original_state)
+    published_seconds = timed(lambda: train_published_style(
+        published, mixed, unlearn_params, derived_seed(seed, "unlearn", forget_classes)), device)
+    ours = new_model(seed, device, original_state)
+    ours_seconds = timed(lambda: train(ours, mixed, unlearn_params, make_generator(seed, "unlearn", forget_classes),
+                                       progress=False), device)
+    return {
+        "percent": percent, "forget_class": forget_class, "retain_subset_size": len(retain),
+        "anti_samples": len(anti[0]), "unlearn_epochs": h.unlearn_epochs, "unlearn_lr": unlearn_params.lr,
+        "batch_size": h.batch_size, "anti_sample_seconds": anti_seconds,
+        "published_loop": {"train_seconds": published_seconds, **accuracies(published, test, forget_classes)},
+        "train_utils": {"train_seconds": ours_seconds, **accuracies(ours, test, forget_classes)},
+        "train_speedup": published_seconds / ours_seconds,
+    }
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    load_before = os.getloadavg()[0]  # the machine may be shared: record how busy it was
+    train_data, test = load_dataset("cifar10", args.data_root, device, args.max_per_class)
+    h = hparams.resolve(MODEL, "cifar10", 100)
+    model = new_model(args.seed, device)
+    original_seconds = timed(lambda: train(
+        model, train_data, TrainParams(args.original_epochs, h.lr, h.batch_size),
+        make_generator(args.seed, "train", "original"), progress=False), device)
+    original_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    runs = [unlearn_both_ways(train_data, test, original_state, float(p), args.forget_class, args.seed, device)
+            for p in args.percents.split(",")]
+    return {
+        "model": MODEL, "device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+        "max_per_class": args.max_per_class, "train_images": len(train_data), "test_images": len(test),
+        "original": {"epochs": args.original_epochs, "seconds": original_seconds,
+                     "seconds_per_epoch": original_seconds / args.original_epochs, "lr": h.lr,
+                     "batch_size": h.batch_size, **accuracies(model, test, [args.forget_class])},
+        "unlearning": runs,
+        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+
+
+def summary(r: dict) -> str:
+    o = r["original"]
+    lines = [f"{r['model']} on {r['train_images']} CIFAR-10 train images, {r['device']}: original model "
+             f"{o['seconds_per_epoch']:.1f} s/epoch ({o['epochs']} epochs), test retain {o['retain_test_acc']:.2f}% "
+             f"forget {o['forget_test_acc']:.2f}%"]
+    for u in r["unlearning"]:
+        lines.append(f"Unlearning-{u['percent']:g} ({u['retain_subset_size']} retain + {u['anti_samples']} anti-samples, "
+                     f"{u['unlearn_epochs']} epochs; anti-samples {u['anti_sample_seconds']:.2f} s):")
+        for name in ("published_loop", "train_utils"):
+            m = u[name]
+            lines.append(f"  {name:15} {m['train_seconds']:7.1f} s  test retain {m['retain_test_acc']:.2f}% "
+                         f"forget {m['forget_test_acc']:.2f}%")
+        lines.append(f"  speedup {u['train_speedup']:.2f}x")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = get_args_parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(args)
+    print(summary(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
