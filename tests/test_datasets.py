@@ -81,6 +81,7 @@ def test_failed_download_names_data_root(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
     monkeypatch.setattr(tvd, "MNIST", offline)
+    (tmp_path / "MNIST").mkdir()  # a partial earlier download: not empty, still nothing usable
     with pytest.raises(UserError, match="could not download mnist.*--data-root"):
         load_dataset("mnist", tmp_path)
 
