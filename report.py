@@ -8,13 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # figures without pyplot: files only, never a window
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from train_utils import atomic_write  # noqa: E402
+from train_utils import atomic_write
 
 # (metric, column title, better: "high" / "low")
 COMPARED = [
@@ -60,7 +57,8 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
 def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
     by_method = summary["by_method"]
     methods = list(by_method)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods)), 4))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(methods)), 4))
+    ax = fig.subplots()
     for offset, (metric, label) in zip((-0.2, 0.2), [("unlearned_retain_test_acc", "retain test"),
                                                      ("unlearned_forget_test_acc", "forget test")]):
         ax.bar([i + offset for i in range(len(methods))], [by_method[m]["mean"][metric] for m in methods],
@@ -70,7 +68,6 @@ def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_forget_heatmap(rows: list[dict[str, Any]], row_key: str, path: Path) -> None:
@@ -79,7 +76,8 @@ def plot_forget_heatmap(rows: list[dict[str, Any]], row_key: str, path: Path) ->
     grid = torch.full((len(methods), len(units)), float("nan"))
     for r in rows:
         grid[methods.index(r["method"]), units.index(str(r[row_key]))] = r["unlearned_forget_test_acc"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(units) + 2), 0.5 * len(methods) + 1.5))
+    fig = Figure(figsize=(max(5.0, 0.7 * len(units) + 2), 0.5 * len(methods) + 1.5))
+    ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for (i, j), value in zip(torch.cartesian_prod(torch.arange(len(methods)), torch.arange(len(units))).tolist(),
                              grid.flatten().tolist()):
@@ -89,7 +87,6 @@ def plot_forget_heatmap(rows: list[dict[str, Any]], row_key: str, path: Path) ->
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_anti_samples(forget: torch.Tensor, far_retain: torch.Tensor, anti: torch.Tensor,
@@ -101,7 +98,8 @@ def plot_anti_samples(forget: torch.Tensor, far_retain: torch.Tensor, anti: torc
         m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
         return (image.cpu() * s + m).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
 
-    fig, axes = plt.subplots(3, columns, figsize=(1.5 * columns, 4.8))
+    fig = Figure(figsize=(1.5 * columns, 4.8))
+    axes = fig.subplots(3, columns)
     for row_axes, images, name in zip(axes, [forget, far_retain, anti], ["forget", "far retain", "anti-sample"]):
         for ax, image in zip(row_axes, images[:columns]):
             ax.imshow(show(image), cmap="gray")
@@ -111,7 +109,6 @@ def plot_anti_samples(forget: torch.Tensor, far_retain: torch.Tensor, anti: torc
     if path is None:
         return fig
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_comparison(out: Path, summary: dict[str, Any], row_key: str) -> list[Path]:

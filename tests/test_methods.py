@@ -19,7 +19,7 @@ BASELINES = [m for m in METHODS if m != "retrain"]
 def experiment(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("methods")
     args = single_class_unlearning.get_args_parser().parse_args(
-        ["--no-progress", "--out", str(tmp / "r"), "--cache-dir", str(tmp / "c")])
+        ["--no-progress", "--epochs", "5", "--out", str(tmp / "r"), "--cache-dir", str(tmp / "c")])
     return Experiment(resolve_config(args, multi_class=False))
 
 

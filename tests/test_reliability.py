@@ -117,7 +117,7 @@ def test_nan_loss_stops_the_run_naming_phase_and_class(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # Interrupted runs, determinism, corrupt caches
 
-QUICK = ["--classes", "0,1,2", "--epochs", "4"]
+QUICK = ["--classes", "0,1,2", "--epochs", "2"]
 
 
 def numbers(summary_path):

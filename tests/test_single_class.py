@@ -32,10 +32,10 @@ def test_summary_has_the_documented_schema(mnist5k_run):
     assert summary["by_method"]["anti_sample"]["mean"] == summary["mean"]
     assert [row["forget_class"] for row in summary["per_class"]] == [0, 3]
     for row in summary["per_class"]:
-        assert set(row) == ROW_KEYS | {"forget_class", "method"}
+        assert set(row) >= ROW_KEYS | {"forget_class", "method"}
         assert row["method"] == "anti_sample"
         assert all(isinstance(row[key], float) for key in ROW_KEYS)
-    assert set(summary["mean"]) == set(summary["std"]) == ROW_KEYS
+    assert set(summary["mean"]) == set(summary["std"]) >= ROW_KEYS
     assert summary["config"]["dataset"] == "mnist5k" and summary["config"]["model"] == "SmallCNN"
     assert summary["config"]["hparams"]["unlearn_epochs"] == 5
 
@@ -91,7 +91,7 @@ def test_cifar10_pipeline_on_a_subset_of_the_real_archive(cifar10_archive, tmp_p
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["config"]["hparams"]["unlearn_scale_lr"] == 2.2  # the notebook row
     assert summary["config"]["pretrained"] is False
-    assert set(summary["per_class"][0]) == ROW_KEYS | {"forget_class", "method"}
+    assert set(summary["per_class"][0]) >= ROW_KEYS | {"forget_class", "method"}
 
 
 def test_help_explains_every_flag():
