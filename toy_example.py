@@ -14,7 +14,7 @@ from torch import nn
 from anti_sample import AntiSampleParams, anti_sample_set
 from datasets import Split
 from train_utils import TrainParams, evaluate, train
-from unsir import PRESETS, error_maximising_noise, unsir_unlearn
+from unsir import PRESETS, unsir_unlearn
 
 BLOB_MEANS = ((-0.6, -0.6), (0.6, -0.6), (-0.6, 0.6), (0.6, 0.6))
 BLOB_VARIANCE = 0.1  # covariance 0.1 * I
@@ -57,7 +57,7 @@ class ToyResult:
     original: nn.Module
     unsir: nn.Module
     anti_sample: nn.Module
-    unsir_noise: torch.Tensor  # the error-maximising noise of the forget class (first round)
+    unsir_noise: torch.Tensor  # the error-maximising noise of the forget class
     anti_samples: torch.Tensor
     accuracy: dict[str, dict[str, float]]  # model -> {"retain", "forget"} test accuracy, percent
 
@@ -71,9 +71,7 @@ def run_toy_comparison(seed: int = 0, train_params: TrainParams = TRAIN,
     retain = train_split.of_classes([c for c in range(len(BLOB_MEANS)) if c != FORGET_CLASS])
 
     unsir_model = copy.deepcopy(original)
-    noise = error_maximising_noise(copy.deepcopy(original), FORGET_CLASS, (2,), unsir_params,
-                                   torch.Generator().manual_seed(seed), torch.device("cpu"))
-    unsir_unlearn(unsir_model, [FORGET_CLASS], retain, unsir_params, torch.Generator().manual_seed(seed))
+    (noise,) = unsir_unlearn(unsir_model, [FORGET_CLASS], retain, unsir_params, torch.Generator().manual_seed(seed))
 
     anti_model = copy.deepcopy(original)
     anti = anti_sample_set(train_split, [FORGET_CLASS], retain, ANTI_SAMPLE, torch.Generator().manual_seed(seed))

@@ -63,8 +63,9 @@ def error_maximising_noise(model: nn.Module, forget_class: int, shape: tuple[int
 
 
 def unsir_unlearn(model: nn.Module, forget_classes: list[int], retain: Split, params: UnsirParams,
-                  generator: torch.Generator, progress: bool = False) -> None:
-    """Unlearn `forget_classes` in place: noise per class, then impair/repair rounds."""
+                  generator: torch.Generator, progress: bool = False) -> list[torch.Tensor]:
+    """Unlearn `forget_classes` in place: noise per class, then impair/repair rounds. Returns
+    the noise of each forget class (for plots)."""
     device = retain.images.device
     shape = tuple(retain.images.shape[1:])
     noise = [error_maximising_noise(model, c, shape, params, generator, device) for c in forget_classes]
@@ -75,3 +76,4 @@ def unsir_unlearn(model: nn.Module, forget_classes: list[int], retain: Split, pa
               generator, phase=f"UNSIR impair {round_ + 1}", progress=progress)
         train(model, retain, TrainParams(params.repair_epochs, params.repair_lr, params.batch_size),
               generator, phase=f"UNSIR repair {round_ + 1}", progress=progress)
+    return noise
