@@ -37,7 +37,7 @@ from errors import UserError
 from methods import METHODS, UnlearnInputs, check_methods
 from models import get_model, list_models, resolve_pretrained
 from train_utils import (NonFiniteLossError, TrainParams, atomic_write, evaluate, load_checkpoint,
-                         load_weights, mia_efficacy, save_checkpoint, train)
+                         PLAIN, Speed, load_weights, mia_efficacy, save_checkpoint, train)
 
 DEFAULT_SEED = 100  # PAPER.md: torch seed 100
 METRICS = [
@@ -159,6 +159,16 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                      help="show progress bars")
 
+    speed = parser.add_argument_group(
+        "speed", "CUDA only; the CPU always runs the plain loop (README \"Speed\")")
+    speed.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch's fused Adam kernel (default: on with a CUDA device)")
+    speed.add_argument("--cuda-graph", action="store_true",
+                       help="capture each training step in a CUDA graph and replay it")
+    speed.add_argument("--bf16", action="store_true", help="bf16 autocast of forward pass and loss")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the model's forward (not with --cuda-graph)")
+
     hp = parser.add_argument_group(
         "hyperparameters", "default: the paper's table for the model and data set (hparams.py)")
     hp.add_argument("--epochs", type=positive_int, help="epochs of the original and retrained models")
@@ -203,6 +213,7 @@ class RunConfig:
     repair_epochs: int
     methods: list[str]
     hparams: hparams.RunHparams
+    speed: Speed = PLAIN
 
     @property
     def anti_sample_params(self) -> AntiSampleParams:
@@ -224,6 +235,7 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         overrides["tail_randomized"] = None
     run_hparams = hparams.RunHparams(**{**asdict(table), **overrides})
     device = resolve_device(args.device)
+    speed = resolve_speed(args, device)
     out = resolve_out(args, multi_class)
     return RunConfig(
         dataset=args.dataset, model=args.model, retain_percent=args.retain_percent,
@@ -231,7 +243,21 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
         progress=args.progress, repair_epochs=args.repair_epochs,
-        methods=check_methods(args.methods, retrain=not args.no_retrain), hparams=run_hparams)
+        methods=check_methods(args.methods, retrain=not args.no_retrain), hparams=run_hparams,
+        speed=speed)
+
+
+def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:
+    """The speed flags, checked: CUDA only, and --compile not with --cuda-graph."""
+    cuda = device.type == "cuda"
+    chosen = [flag for flag, on in [("--fused-adam", args.fused_adam), ("--cuda-graph", args.cuda_graph),
+                                    ("--bf16", args.bf16), ("--compile", args.compile)] if on]
+    if chosen and not cuda:
+        raise UserError(f"{chosen[0]} needs a CUDA device (--device cuda); the CPU runs the plain loop")
+    if args.cuda_graph and args.compile:
+        raise UserError("--compile and --cuda-graph do not combine; choose one")
+    return Speed(fused_adam=cuda if args.fused_adam is None else args.fused_adam,
+                 cuda_graph=args.cuda_graph, bf16=args.bf16, compile=args.compile)
 
 
 def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
@@ -369,7 +395,8 @@ class Experiment:
         data_root = str(Path(c.data_root).resolve()) if c.data_root else None
         return {"dataset": c.dataset, "data_root": data_root, "max_per_class": c.max_per_class,
                 "model": c.model, "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
-                "batch_size": h.batch_size, "seed": c.seed, "device": torch.device(c.device).type}
+                "batch_size": h.batch_size, "seed": c.seed, "device": torch.device(c.device).type,
+                **({"speed": asdict(c.speed)} if c.speed != PLAIN else {})}
 
     def _trained_state(self, name: str, classes: list[int]) -> tuple[dict[str, torch.Tensor], float]:
         """A model trained on the training samples of `classes`, from the cache when it is there,
@@ -389,7 +416,7 @@ class Experiment:
         start = time.perf_counter()
         train(model, self.train_data.of_classes(classes), TrainParams(h.epochs, h.lr, h.batch_size),
               make_generator(self.config.seed, "train", name), phase=f"{name} model",
-              progress=self.config.progress)
+              progress=self.config.progress, speed=self.config.speed)
         synchronize(self.config.device)
         seconds = time.perf_counter() - start
         save_checkpoint(path, model, {"settings": settings, "train_seconds": seconds,
@@ -444,7 +471,7 @@ class Experiment:
             repair_epochs=c.repair_epochs,
             generator=make_generator(c.seed, "unlearn", forget_classes),
             device_generator=make_generator(c.seed, "anti", forget_classes, device=c.device),
-            progress=c.progress, make_model=self.new_scratch_model)
+            progress=c.progress, make_model=self.new_scratch_model, speed=c.speed)
         METHODS[method](model, inputs)
         synchronize(c.device)
         return model, time.perf_counter() - start

@@ -20,7 +20,7 @@ from anti_sample import AntiSampleParams, anti_sample_set
 from datasets import Split
 from errors import UserError
 from hparams import RunHparams
-from train_utils import TrainParams, optimise, train
+from train_utils import PLAIN, Speed, TrainParams, optimise, train
 from unsir import PRESETS, unsir_unlearn
 
 
@@ -54,6 +54,7 @@ class UnlearnInputs:
     device_generator: torch.Generator  # on the data's device: anti-sample draws
     progress: bool
     make_model: Callable[[], nn.Module]  # a fresh, randomly initialised model of the same kind
+    speed: Speed = PLAIN  # how `train` runs its steps (CUDA options)
 
     @property
     def forget(self) -> Split:
@@ -97,10 +98,10 @@ def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> None:
     mixed = Split(torch.cat([retain.images, anti.images]), torch.cat([retain.labels, anti.labels]))
     name = f"unlearning {','.join(map(str, inputs.forget_classes))}"
     train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size),
-          inputs.generator, phase=name, progress=inputs.progress)
+          inputs.generator, phase=name, progress=inputs.progress, speed=inputs.speed)
     if inputs.repair_epochs:
         train(model, retain, TrainParams(inputs.repair_epochs, h.lr, h.batch_size), inputs.generator,
-              phase=f"repair {name}", progress=inputs.progress)
+              phase=f"repair {name}", progress=inputs.progress, speed=inputs.speed)
 
 
 @register_method("unsir")
@@ -125,7 +126,7 @@ def finetune(model: nn.Module, inputs: UnlearnInputs) -> None:
     """Fine-tune on the retain subset alone: forgetting by catastrophic interference."""
     p = BASELINES["finetune"]
     train(model, inputs.retain, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
-          phase="finetune", progress=inputs.progress)
+          phase="finetune", progress=inputs.progress, speed=inputs.speed)
 
 
 @register_method("neggrad")
@@ -151,7 +152,7 @@ def random_label(model: nn.Module, inputs: UnlearnInputs) -> None:
     p, forget = BASELINES["random_label"], inputs.forget
     data = _joined(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
     train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
-          phase="random_label", progress=inputs.progress)
+          phase="random_label", progress=inputs.progress, speed=inputs.speed)
 
 
 @register_method("bad_teacher")
@@ -232,4 +233,4 @@ def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
     mask = {name: (g >= threshold).float() for name, g in gradients.items()}
     data = _joined(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
     train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
-          phase="salun", progress=inputs.progress, grad_mask=mask)
+          phase="salun", progress=inputs.progress, grad_mask=mask, speed=inputs.speed)

@@ -24,6 +24,7 @@ from datasets import Split
 from errors import UserError
 
 EVAL_BATCH_SIZE = 1000
+MIA_DRAWS = 5  # shadow-set draws averaged by mia_efficacy
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -45,28 +46,88 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.d
     return perm.split(batch_size)
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How `optimise` runs its steps (README "Speed"). The entry scripts enable these on CUDA
+    devices only; the CPU keeps the plain loop (all False)."""
+    fused_adam: bool = False  # torch's fused Adam kernel
+    cuda_graph: bool = False  # capture one whole step (forward, backward, Adam) and replay it
+    bf16: bool = False  # bf16 autocast of the forward pass and loss
+    compile: bool = False  # torch.compile the model's forward (`train` only)
+
+
+PLAIN = Speed()
+GRAPH_WARMUP_STEPS = 3  # eager steps (real ones) before the capture, as torch's docs advise
+
+
+class GraphedStep:
+    """A training step on full batches replayed from a CUDA graph.
+
+    `step(index)` must read its batch from device-resident data through `index` and never sync
+    with the host. Full batches have their indices copied into one static buffer, so a replay
+    moves no data; after `GRAPH_WARMUP_STEPS` eager steps the next full batch is captured and
+    every later one replayed. The last, short batch of an epoch runs eagerly. With
+    `capture=False` (a CPU device) the same buffer logic runs without a graph, which is how the
+    tests check it against the plain loop."""
+
+    def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
+                 device: torch.device, capture: bool):
+        self.step, self.capture = step, capture
+        self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.graph, self.loss, self.eager_steps = None, None, 0
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        if len(index) != len(self.index):
+            return self.step(index)
+        self.index.copy_(index)
+        if not self.capture:
+            return self.step(self.index)
+        if self.graph is None and self.eager_steps < GRAPH_WARMUP_STEPS:
+            self.eager_steps += 1
+            side = torch.cuda.Stream(self.index.device)
+            side.wait_stream(torch.cuda.current_stream(self.index.device))
+            with torch.cuda.stream(side):
+                loss = self.step(self.index)
+            torch.cuda.current_stream(self.index.device).wait_stream(side)
+            return loss
+        if self.graph is None:  # capture records the step without running it; replay runs it
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = self.step(self.index)
+        self.graph.replay()
+        return self.loss
+
+
 def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable[[torch.Tensor], torch.Tensor],
              generator: torch.Generator, device: torch.device, phase: str = "training",
-             progress: bool = True, grad_mask: dict[str, torch.Tensor] | None = None) -> None:
+             progress: bool = True, grad_mask: dict[str, torch.Tensor] | None = None,
+             speed: Speed = PLAIN) -> None:
     """Adam over shuffled minibatches of indices 0..n-1, model in train mode: each step minimises
     `batch_loss(index)`. `grad_mask` (parameter name -> 0/1 tensor) freezes the zeroed weights.
 
     `generator` is a CPU generator driving the shuffles. Raises NonFiniteLossError naming
     `phase` if the loss is ever NaN or infinite (checked once per epoch, not per step)."""
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, fused=speed.fused_adam or None,
+                                 capturable=speed.cuda_graph and device.type == "cuda")
     masked = [(p, grad_mask[name]) for name, p in model.named_parameters() if name in grad_mask] if grad_mask else []
+
+    def step(index: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, torch.bfloat16, enabled=speed.bf16, cache_enabled=False):
+            loss = batch_loss(index)
+        loss.backward()
+        for param, mask in masked:
+            param.grad.mul_(mask)
+        optimizer.step()
+        return loss.detach()
+
+    run_step = GraphedStep(step, params.batch_size, device, device.type == "cuda") if speed.cuda_graph else step
     epochs = tqdm(range(params.epochs), desc=phase, leave=False, disable=not progress)
     for epoch in epochs:
         epoch_loss = torch.zeros((), device=device)
         for index in batches(n, params.batch_size, generator, device):
-            loss = batch_loss(index)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for param, mask in masked:
-                param.grad.mul_(mask)
-            optimizer.step()
-            epoch_loss += loss.detach()
+            epoch_loss += run_step(index).float()
         if not math.isfinite(epoch_loss.item()):
             raise NonFiniteLossError(f"{phase}: the loss became {epoch_loss.item()} in epoch {epoch + 1}")
         epochs.set_postfix(loss=epoch_loss.item())
@@ -74,11 +135,14 @@ def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable
 
 def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.Generator,
           phase: str = "training", progress: bool = True,
-          grad_mask: dict[str, torch.Tensor] | None = None) -> None:
+          grad_mask: dict[str, torch.Tensor] | None = None, speed: Speed = PLAIN) -> None:
     """Adam + cross-entropy on `data` (PAPER.md protocol); see `optimise`."""
+    forward = torch.compile(model) if speed.compile else model
+
     def batch_loss(index):
-        return nn.functional.cross_entropy(model(data.images[index]), data.labels[index])
-    optimise(model, len(data), params, batch_loss, generator, data.images.device, phase, progress, grad_mask)
+        return nn.functional.cross_entropy(forward(data.images[index]), data.labels[index])
+    optimise(model, len(data), params, batch_loss, generator, data.images.device, phase, progress,
+             grad_mask, speed)
 
 
 @torch.no_grad()
@@ -109,21 +173,28 @@ def true_label_probability(model: nn.Module, data: Split) -> torch.Tensor:
 
 
 def mia_efficacy(model: nn.Module, retain_train: Split, retain_test: Split, forget_train: Split,
-                 generator: torch.Generator) -> float:
+                 generator: torch.Generator, draws: int = MIA_DRAWS) -> float:
     """Membership inference as in SalUn (Fan et al., ICLR 2024), in percent: an RBF SVC (C=3,
     gamma "auto") on the true-label softmax probability, fit on retain-train samples (members)
     against as many retain-class test samples (non-members); efficacy is the share of
-    forget-class training samples it calls non-members. 100: the model treats them as unseen."""
+    forget-class training samples it calls non-members. 100: the model treats them as unseen.
+
+    Averaged over `draws` seeded draws of the equal-count shadow sets (ours: SalUn fits once).
+    When the model scores members and non-members alike, the fit is near a coin flip where the
+    forget samples lie (true-label probability near 0), and one draw can swing it 0 <-> 100."""
     from sklearn.svm import SVC
 
-    n = min(len(retain_train), len(retain_test))
-    members = retain_train.subset(torch.randperm(len(retain_train), generator=generator)[:n].to(retain_train.labels.device))
-    others = retain_test.subset(torch.randperm(len(retain_test), generator=generator)[:n].to(retain_test.labels.device))
-    features = torch.cat([true_label_probability(model, members), true_label_probability(model, others)])
-    is_member = torch.cat([torch.ones(n), torch.zeros(n)])
-    classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(features[:, None].numpy(), is_member.numpy())
-    verdict = classifier.predict(true_label_probability(model, forget_train)[:, None].numpy())
-    return 100.0 * float((verdict == 0).mean())
+    members, others = true_label_probability(model, retain_train), true_label_probability(model, retain_test)
+    forget = true_label_probability(model, forget_train)[:, None].numpy()
+    n = min(len(members), len(others))
+    is_member = torch.cat([torch.ones(n), torch.zeros(n)]).numpy()
+    non_member_share = 0.0
+    for _ in range(draws):
+        features = torch.cat([members[torch.randperm(len(members), generator=generator)[:n]],
+                              others[torch.randperm(len(others), generator=generator)[:n]]])
+        classifier = SVC(C=3, gamma="auto", kernel="rbf").fit(features[:, None].numpy(), is_member)
+        non_member_share += float((classifier.predict(forget) == 0).mean()) / draws
+    return 100.0 * non_member_share
 
 
 # ----------------------------------------------------------------------------------------------

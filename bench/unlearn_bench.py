@@ -8,9 +8,10 @@ two copies of the same original model on it with the paper's notebook hyperparam
 (hparams.resolve("ResNet18", "cifar10", percent)):
   (a) published style: a DataLoader over a Python list of (image, label) tuples, batch 128,
       shuffled, eager fp32, Adam, model.train();
-  (b) ours: train_utils.train over the in-memory Split.
+  (b) ours: train_utils.train over the in-memory Split, once per --speeds variant (train_utils.Speed:
+      fused Adam, CUDA graph, bf16, torch.compile; only "plain" on the CPU).
 Reports the seconds of each and the forget / retain test accuracy of each model, so a speed-up
-never hides a change in the result.
+never hides a change in the result, and the seconds of one original-model epoch per variant.
 
     bench/unlearn_bench.py --data-root ../shared/data/cifar10-jpeg.tar.gz --max-per-class 500 --json out.json
 """
@@ -33,9 +34,17 @@ from anti_sample import AntiSampleParams, anti_sample_set  # noqa: E402
 from datasets import Split, load_dataset  # noqa: E402
 from experiment import derived_seed, make_generator  # noqa: E402
 from models import get_model  # noqa: E402
-from train_utils import TrainParams, evaluate, train  # noqa: E402
+from train_utils import Speed, TrainParams, evaluate, train  # noqa: E402
 
 MODEL = "ResNet18"
+SPEEDS = {  # --speeds names; all but "plain" need CUDA
+    "plain": Speed(),
+    "fused": Speed(fused_adam=True),
+    "graph": Speed(fused_adam=True, cuda_graph=True),
+    "graph_bf16": Speed(fused_adam=True, cuda_graph=True, bf16=True),
+    "compile": Speed(fused_adam=True, compile=True),
+    "compile_bf16": Speed(fused_adam=True, compile=True, bf16=True),
+}
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
@@ -52,6 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=100, help="seed of every random draw")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (torch's own choice when left out)")
+    parser.add_argument("--speeds", default=None,
+                        help=f"comma-separated variants of our loop, from {', '.join(SPEEDS)} "
+                             f"(default: plain,fused,graph,graph_bf16 on CUDA, plain on the CPU)")
     parser.add_argument("--json", default=None, help="write the results here")
     return parser
 
@@ -114,7 +126,7 @@ def accuracies(model: torch.nn.Module, test: Split, forget_classes: list[int]) -
 
 
 def unlearn_both_ways(train_data: Split, test: Split, original_state: dict, percent: float,
-                      forget_class: int, seed: int, device: torch.device) -> dict:
+                      forget_class: int, seed: int, device: torch.device, speeds: list[str]) -> dict:
     forget_classes = [forget_class]
     h = hparams.resolve(MODEL, "cifar10", percent)
     params = AntiSampleParams(h.local_variance, h.size_multiplier, h.p, h.tail_randomized,
@@ -130,16 +142,19 @@ def unlearn_both_ways(train_data: Split, test: Split, original_state: dict, perc
     published = new_model(seed, device, original_state)
     published_seconds = timed(lambda: train_published_style(
         published, mixed, unlearn_params, derived_seed(seed, "unlearn", forget_classes)), device)
-    ours = new_model(seed, device, original_state)
-    ours_seconds = timed(lambda: train(ours, mixed, unlearn_params, make_generator(seed, "unlearn", forget_classes),
-                                       progress=False), device)
+    ours = {}
+    for name in speeds:
+        model = new_model(seed, device, original_state)
+        seconds = timed(lambda: train(model, mixed, unlearn_params, make_generator(seed, "unlearn", forget_classes),
+                                      progress=False, speed=SPEEDS[name]), device)
+        ours[name] = {"train_seconds": seconds, "unlearning_seconds": anti_seconds + seconds,
+                      "speedup_vs_published": published_seconds / seconds, **accuracies(model, test, forget_classes)}
     return {
         "percent": percent, "forget_class": forget_class, "retain_subset_size": len(retain),
         "anti_samples": len(anti[0]), "unlearn_epochs": h.unlearn_epochs, "unlearn_lr": unlearn_params.lr,
         "batch_size": h.batch_size, "anti_sample_seconds": anti_seconds,
         "published_loop": {"train_seconds": published_seconds, **accuracies(published, test, forget_classes)},
-        "train_utils": {"train_seconds": ours_seconds, **accuracies(ours, test, forget_classes)},
-        "train_speedup": published_seconds / ours_seconds,
+        "ours": ours,
     }
 
 
@@ -153,7 +168,21 @@ def run(args) -> dict:
         model, train_data, TrainParams(args.original_epochs, h.lr, h.batch_size),
         make_generator(args.seed, "train", "original"), progress=False), device)
     original_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
-    runs = [unlearn_both_ways(train_data, test, original_state, float(p), args.forget_class, args.seed, device)
+    speeds = args.speeds.split(",") if args.speeds else (
+        ["plain", "fused", "graph", "graph_bf16"] if device.type == "cuda" else ["plain"])
+    unknown = [name for name in speeds if name not in SPEEDS]
+    if unknown:
+        sys.exit(f"--speeds: unknown variant {unknown[0]!r}; choose from {', '.join(SPEEDS)}")
+    epoch_seconds = {}  # two original-model epochs from scratch per variant, timed one by one
+    for name in speeds:
+        fresh = new_model(args.seed, device)
+
+        def one_epoch():
+            train(fresh, train_data, TrainParams(1, h.lr, h.batch_size), make_generator(args.seed, "train", "epoch"),
+                  progress=False, speed=SPEEDS[name])
+        epoch_seconds[name] = {"first": timed(one_epoch, device), "second": timed(one_epoch, device)}
+    runs = [unlearn_both_ways(train_data, test, original_state, float(p), args.forget_class, args.seed, device,
+                              speeds)
             for p in args.percents.split(",")]
     return {
         "model": MODEL, "device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
@@ -161,6 +190,7 @@ def run(args) -> dict:
         "original": {"epochs": args.original_epochs, "seconds": original_seconds,
                      "seconds_per_epoch": original_seconds / args.original_epochs, "lr": h.lr,
                      "batch_size": h.batch_size, **accuracies(model, test, [args.forget_class])},
+        "epoch_seconds": epoch_seconds,
         "unlearning": runs,
         "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -175,11 +205,12 @@ def summary(r: dict) -> str:
     for u in r["unlearning"]:
         lines.append(f"Unlearning-{u['percent']:g} ({u['retain_subset_size']} retain + {u['anti_samples']} anti-samples, "
                      f"{u['unlearn_epochs']} epochs; anti-samples {u['anti_sample_seconds']:.2f} s):")
-        for name in ("published_loop", "train_utils"):
-            m = u[name]
+        for name, m in [("published_loop", u["published_loop"]), *u["ours"].items()]:
+            speedup = f"  {m['speedup_vs_published']:.2f}x" if "speedup_vs_published" in m else ""
             lines.append(f"  {name:15} {m['train_seconds']:7.1f} s  test retain {m['retain_test_acc']:.2f}% "
-                         f"forget {m['forget_test_acc']:.2f}%")
-        lines.append(f"  speedup {u['train_speedup']:.2f}x")
+                         f"forget {m['forget_test_acc']:.2f}%{speedup}")
+    lines.append("original-model epoch s (first, second): " + ", ".join(
+        f"{name} {e['first']:.2f}, {e['second']:.2f}" for name, e in r["epoch_seconds"].items()))
     return "\n".join(lines)
 
 

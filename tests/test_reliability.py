@@ -56,6 +56,8 @@ def bad_inputs(tmp):
         (["--p", "1.5"], "argument --p: expected a probability in [0, 1]"),
         (["--device", "cuda:7"], "--device cuda:7 is not available"),
         (["--device", "toaster"], "--device 'toaster' is not a torch device"),
+        (["--device", "cpu", "--cuda-graph"], "--cuda-graph needs a CUDA device"),
+        (["--device", "cpu", "--bf16"], "--bf16 needs a CUDA device"),
         (["--dataset", "cifar10", "--data-root", str(tmp / "missing")], "does not exist"),
         (["--dataset", "cifar10", "--data-root", str(tmp / "empty")], "is empty"),
         (["--dataset", "cifar10", "--data-root", str(corrupt)], "is not a readable .tar.gz"),
