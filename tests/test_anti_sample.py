@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from anti_sample import (AntiSampleParams, anti_sample_set, farthest_retain_indices,
-                         farthest_retain_indices_reference, make_anti_samples,
+from anti_sample import (AntiSampleParams, DistanceBounds, anti_sample_set, bound_basis,
+                         farthest_retain_indices, farthest_retain_indices_reference, make_anti_samples,
                          make_anti_samples_reference)
-from datasets import Split
+from datasets import Split, load_dataset
 
 PARAMS = AntiSampleParams(local_variance=5, size_multiplier=2, p=0.9, tail_randomized=20,
                           no_generated_data=300, eps=0.01)
@@ -25,6 +25,42 @@ def test_fast_path_picks_the_same_far_neighbours_as_the_reference(k):
     forget, retain = random_rows()
     assert torch.equal(farthest_retain_indices(forget, retain, k),
                        farthest_retain_indices_reference(forget, retain, k))
+
+
+@pytest.fixture(scope="module")
+def cifar10_rows(cifar10_archive):
+    """Real CIFAR-10 rows: 300 training images of class 0 against 2,700 of the other classes."""
+    train, _ = load_dataset("cifar10", cifar10_archive, max_per_class=300)
+    return train.of_classes([0]).images.flatten(1), train.of_classes(list(range(1, 10))).images.flatten(1)
+
+
+@pytest.mark.parametrize("k", [1, 30])
+def test_pruned_search_picks_the_reference_neighbours_on_real_images(cifar10_rows, k, monkeypatch):
+    forget, retain = cifar10_rows
+    kept = []
+    rows_to_score = DistanceBounds.rows_to_score
+
+    def spy(self, chunk, k):
+        needed = rows_to_score(self, chunk, k)
+        kept.append(None if needed is None else len(needed))
+        return needed
+    monkeypatch.setattr(DistanceBounds, "rows_to_score", spy)
+    assert torch.equal(farthest_retain_indices(forget, retain, k), farthest_retain_indices_reference(forget, retain, k))
+    print(f"\nretain rows scored per chunk of forget rows (of {len(retain)}): {kept}")
+    assert kept and all(n is not None and n < len(retain) / 4 for n in kept)  # it really pruned
+
+
+def test_embedded_digits_give_the_reference_neighbours(mnist5k):
+    """mnist5k's 3,600 retain rows: bounds are tried, and pruning keeps too many to pay."""
+    train, _ = mnist5k
+    forget, retain = train.of_classes([0]).images, train.of_classes(list(range(1, 10))).images
+    assert bound_basis(retain.flatten(1)) is not None
+    assert torch.equal(farthest_retain_indices(forget, retain, 20), farthest_retain_indices_reference(forget, retain, 20))
+
+
+def test_unstructured_rows_get_no_bound_basis():
+    forget, retain = random_rows(n_retain=3000, dim=600)
+    assert bound_basis(retain) is None
 
 
 def test_far_neighbours_really_are_the_farthest():
