@@ -66,15 +66,16 @@ def bound_basis(retain: torch.Tensor, rank: int = BOUND_RANK) -> torch.Tensor | 
     if rank < 1 or n < BOUND_MIN_RETAIN or d <= 2 * rank:
         return None
     picks = torch.linspace(0, n - 1, 2 * BOUND_SAMPLE, device=retain.device).long()
-    sample, held_out = retain[picks[0::2]].double(), retain[picks[1::2]].double()
+    sample, held_out = retain[picks[0::2]], retain[picks[1::2]]
     mean = sample.mean(0)
     centred = sample - mean
-    values, vectors = torch.linalg.eigh(centred @ centred.T)  # ascending; PCA via the Gram matrix
+    # PCA via the (small) Gram matrix; float64 where it is cheap, so the basis is orthonormal
+    values, vectors = torch.linalg.eigh((centred @ centred.T).double())  # ascending
     values, vectors = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
-    directions = centred.T @ (vectors / values.clamp_min(1e-12).sqrt())
-    basis = torch.linalg.qr(torch.cat([mean[:, None], directions], dim=1)).Q
+    directions = centred.T.double() @ (vectors / values.clamp_min(1e-12).sqrt())
+    basis = torch.linalg.qr(torch.cat([mean[:, None].double(), directions], dim=1)).Q.float()
     residual = 1 - (held_out @ basis).square().sum() / held_out.square().sum()
-    return basis.float() if residual <= BOUND_MAX_RESIDUAL else None
+    return basis if residual <= BOUND_MAX_RESIDUAL else None
 
 
 @dataclass
@@ -132,7 +133,7 @@ def farthest_retain_indices(forget: torch.Tensor, retain: torch.Tensor, k: int,
     k = min(k, len(retain))
     retain_norm = torch.linalg.vector_norm(retain, dim=1)  # no (n_r, d) temporary
     retain_sq = retain_norm.square()
-    retain_sq64 = torch.cat([torch.linalg.vector_norm(r.double(), dim=1).square() for r in retain.split(1024)])
+    retain_sq64 = torch.cat([torch.linalg.vector_norm(r.double(), dim=1).square() for r in retain.split(256)])
     bounds = DistanceBounds.of(retain, retain_norm, rank)
     rows = BOUND_CHUNK_ROWS if bounds is not None else max(1, chunk_elements // len(retain))
     out = torch.empty(len(forget), k, dtype=torch.long, device=forget.device)
