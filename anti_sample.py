@@ -6,8 +6,9 @@ probability p, repeat m times, and optionally mix the n_f * m candidates into g 
 with softmax(Gaussian) convex weights. The anti-samples, labelled with the forget class and
 mixed with the retain subset, are what the model is fine-tuned on to forget.
 
-`make_anti_samples` is the fast path: far neighbours by chunked matmul distances and top-k,
-all m rounds drawn at once, on whatever device the tensors live. `make_anti_samples_reference`
+`make_anti_samples` is the fast path: far neighbours by chunked matmul distances, pruned by
+distance bounds where the rows have structure (images), all m rounds drawn at once, on whatever
+device the tensors live. `make_anti_samples_reference`
 follows PAPER.md step by step (full distance matrix, full sort, a loop over rounds); it is the
 oracle in tests and the baseline in benchmarks.
 """
