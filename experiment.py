@@ -477,11 +477,13 @@ class Experiment:
         return model, time.perf_counter() - start
 
     def measure(self, model: torch.nn.Module, forget_classes: list[int]) -> dict[str, Any]:
-        """Test and train accuracies and the membership-inference efficacy of `model`."""
+        """Test and train accuracies and the membership-inference efficacy of `model`. The MIA's
+        members are the retain subset the unlearner trains on, as SalUn's code takes its retain
+        set (README "Deviations")."""
         retain_classes = [c for c in range(self.spec.num_classes) if c not in forget_classes]
         return {"test": evaluate(model, self.test_data, forget_classes),
                 "train": evaluate(model, self.train_data, forget_classes),
-                "mia": mia_efficacy(model, self.train_data.of_classes(retain_classes),
+                "mia": mia_efficacy(model, self.retain_subset(forget_classes),
                                     self.test_data.of_classes(retain_classes),
                                     self.train_data.of_classes(forget_classes),
                                     make_generator(self.config.seed, "mia", forget_classes))}
