@@ -75,6 +75,9 @@ class GraphedStep:
         self.step, self.capture = step, capture
         self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.graph, self.loss, self.eager_steps = None, None, 0
+        # warm-up and capture share one side stream, so per-stream library handles (cuBLAS
+        # workspaces) are created before the capture, not during it
+        self.side = torch.cuda.Stream(device) if capture else None
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         if len(index) != len(self.index):
@@ -84,15 +87,14 @@ class GraphedStep:
             return self.step(self.index)
         if self.graph is None and self.eager_steps < GRAPH_WARMUP_STEPS:
             self.eager_steps += 1
-            side = torch.cuda.Stream(self.index.device)
-            side.wait_stream(torch.cuda.current_stream(self.index.device))
-            with torch.cuda.stream(side):
+            self.side.wait_stream(torch.cuda.current_stream(self.index.device))
+            with torch.cuda.stream(self.side):
                 loss = self.step(self.index)
-            torch.cuda.current_stream(self.index.device).wait_stream(side)
+            torch.cuda.current_stream(self.index.device).wait_stream(self.side)
             return loss
         if self.graph is None:  # capture records the step without running it; replay runs it
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(self.graph, stream=self.side):
                 self.loss = self.step(self.index)
         self.graph.replay()
         return self.loss
