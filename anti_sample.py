@@ -232,4 +232,4 @@ def anti_sample_set(train: Split, forget_classes: list[int], retain: Split, para
     for c in forget_classes:
         images = make_anti_samples(train.of_classes([c]).images, retain.images, params, generator)
         parts.append(Split(images, torch.full((len(images),), c, device=images.device)))
-    return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    return Split.join(*parts)

@@ -37,6 +37,11 @@ class Split:
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(self.images[index], self.labels[index])
 
+    @staticmethod
+    def join(*splits: "Split") -> "Split":
+        """The samples of all `splits`, in order."""
+        return Split(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
+
     def of_classes(self, classes: list[int]) -> "Split":
         """The samples whose label is one of `classes`."""
         mask = torch.isin(self.labels, torch.tensor(classes, device=self.labels.device))

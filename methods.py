@@ -95,7 +95,7 @@ def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> None:
     h, retain = inputs.hparams, inputs.retain
     anti = anti_sample_set(inputs.train, inputs.forget_classes, retain, inputs.anti_sample,
                            inputs.device_generator)
-    mixed = Split(torch.cat([retain.images, anti.images]), torch.cat([retain.labels, anti.labels]))
+    mixed = Split.join(retain, anti)
     name = f"unlearning {','.join(map(str, inputs.forget_classes))}"
     train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size),
           inputs.generator, phase=name, progress=inputs.progress, speed=inputs.speed)
@@ -109,10 +109,6 @@ def unsir(model: nn.Module, inputs: UnlearnInputs) -> None:
     """UNSIR with the reference CIFAR-10 recipe (unsir.PRESETS["reference"])."""
     unsir_unlearn(model, inputs.forget_classes, inputs.retain, PRESETS["reference"], inputs.generator,
                   progress=inputs.progress)
-
-
-def _joined(*splits: Split) -> Split:
-    return Split(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
 
 
 @register_method("retrain")
@@ -150,7 +146,7 @@ def random_label(model: nn.Module, inputs: UnlearnInputs) -> None:
     """Forget samples relabelled with random other classes, mixed with the retain subset
     (Golatkar et al., CVPR 2020; Fan et al.'s "RL")."""
     p, forget = BASELINES["random_label"], inputs.forget
-    data = _joined(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
+    data = Split.join(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
     train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
           phase="random_label", progress=inputs.progress, speed=inputs.speed)
 
@@ -162,7 +158,7 @@ def bad_teacher(model: nn.Module, inputs: UnlearnInputs) -> None:
     KL divergence at temperature T."""
     p, retain, forget = BASELINES["bad_teacher"], inputs.retain, inputs.forget
     competent, incompetent = _frozen_copy(model), inputs.make_model().eval()
-    data = _joined(retain, forget)
+    data = Split.join(retain, forget)
     is_forget = torch.cat([torch.zeros(len(retain)), torch.ones(len(forget))]).bool().to(data.labels.device)
     temperature = p.extra
 
@@ -204,7 +200,7 @@ def ssd(model: nn.Module, inputs: UnlearnInputs) -> None:
     with I_f > alpha * I_D is multiplied by min(lambda * I_D / I_f, 1)."""
     alpha, batch = BASELINES["ssd"].extra, inputs.hparams.batch_size
     # D is shuffled so forget samples share minibatches with retain ones, as in a data loader
-    seen = _joined(inputs.retain, inputs.forget)
+    seen = Split.join(inputs.retain, inputs.forget)
     seen = seen.subset(torch.randperm(len(seen), generator=inputs.generator).to(seen.labels.device))
     importance_all = _fisher_diagonal(model, seen, batch)
     importance_forget = _fisher_diagonal(model, inputs.forget, batch)
@@ -231,6 +227,6 @@ def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
     magnitudes = torch.cat([g.flatten() for g in gradients.values()])
     threshold = magnitudes.kthvalue(max(1, int((1 - p.extra) * len(magnitudes)))).values
     mask = {name: (g >= threshold).float() for name, g in gradients.items()}
-    data = _joined(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
+    data = Split.join(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
     train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
           phase="salun", progress=inputs.progress, grad_mask=mask, speed=inputs.speed)

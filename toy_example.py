@@ -39,10 +39,7 @@ def make_blobs(seed: int) -> tuple[Split, Split]:
         labels = torch.full((POINTS_PER_BLOB,), label)
         train_parts.append(Split(points[:n_train], labels[:n_train]))
         test_parts.append(Split(points[n_train:], labels[n_train:]))
-
-    def cat(parts):
-        return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
-    return cat(train_parts), cat(test_parts)
+    return Split.join(*train_parts), Split.join(*test_parts)
 
 
 def toy_mlp() -> nn.Module:
@@ -75,7 +72,7 @@ def run_toy_comparison(seed: int = 0, train_params: TrainParams = TRAIN,
 
     anti_model = copy.deepcopy(original)
     anti = anti_sample_set(train_split, [FORGET_CLASS], retain, ANTI_SAMPLE, torch.Generator().manual_seed(seed))
-    mixed = Split(torch.cat([retain.images, anti.images]), torch.cat([retain.labels, anti.labels]))
+    mixed = Split.join(retain, anti)
     train(anti_model, mixed, ANTI_SAMPLE_UNLEARN, torch.Generator().manual_seed(seed), progress=False)
 
     accuracy = {name: {k: v for k, v in evaluate(model, test_split, [FORGET_CLASS]).items() if k != "all"}

@@ -136,7 +136,7 @@ def unlearn_both_ways(train_data: Split, test: Split, original_state: dict, perc
     anti_seconds = timed(lambda: anti.append(anti_sample_set(
         train_data, forget_classes, retain, params, make_generator(seed, "anti", forget_classes, device=device))),
         device)
-    mixed = Split(torch.cat([retain.images, anti[0].images]), torch.cat([retain.labels, anti[0].labels]))
+    mixed = Split.join(retain, anti[0])
     unlearn_params = TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size)
 
     published = new_model(seed, device, original_state)
