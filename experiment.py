@@ -31,13 +31,13 @@ from tqdm.auto import tqdm
 
 import hparams
 import report
-from anti_sample import AntiSampleParams, anti_sample_set, farthest_retain_indices
-from datasets import DATASETS, get_dataset_spec, load_dataset
+from anti_sample import anti_sample_set, farthest_retain_indices
+from datasets import DATASETS, Split, get_dataset_spec, load_dataset
 from errors import UserError
 from methods import METHODS, UnlearnInputs, check_methods
 from models import get_model, list_models, resolve_pretrained
 from train_utils import (NonFiniteLossError, TrainParams, atomic_write, evaluate, load_checkpoint,
-                         PLAIN, Speed, load_weights, mia_efficacy, save_checkpoint, train)
+                         PLAIN, Speed, load_weights, mia_efficacy, save_checkpoint, synchronize, train)
 
 DEFAULT_SEED = 100  # PAPER.md: torch seed 100
 METRICS = [
@@ -215,12 +215,6 @@ class RunConfig:
     hparams: hparams.RunHparams
     speed: Speed = PLAIN
 
-    @property
-    def anti_sample_params(self) -> AntiSampleParams:
-        h = self.hparams
-        return AntiSampleParams(h.local_variance, h.size_multiplier, h.p, h.tail_randomized,
-                                h.no_generated_data, h.eps, h.convex_combination)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -362,6 +356,22 @@ def fingerprint(settings: dict[str, Any]) -> str:
 # The experiment
 
 
+def draw_retain_subset(train: Split, forget_classes: list[int], percent: float, num_classes: int,
+                       seed: int) -> Split:
+    """`percent` of each retain class's training samples, drawn at random (seeded by `seed` and
+    the forget classes, so every method and rerun gets the same subset)."""
+    generator = make_generator(seed, "retain", forget_classes)
+    labels = train.labels.cpu()
+    keep = []
+    for c in range(num_classes):
+        if c in forget_classes:
+            continue
+        members = (labels == c).nonzero().squeeze(1)
+        count = max(1, round(len(members) * percent / 100))
+        keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return train.subset(torch.cat(keep).sort().values.to(train.labels.device))
+
+
 class Experiment:
     """Data, the original model and cached models of one run; `run_unit` does one forget set."""
 
@@ -441,22 +451,13 @@ class Experiment:
         retain = self.retain_subset([forget_class])
         forget = self.train_data.of_classes([forget_class]).images[:count]
         far = retain.images[farthest_retain_indices(forget, retain.images, 1)[:, 0]]
-        anti = anti_sample_set(self.train_data, [forget_class], retain, self.config.anti_sample_params,
+        anti = anti_sample_set(self.train_data, [forget_class], retain, self.config.hparams.anti_sample_params,
                                make_generator(self.config.seed, "anti", [forget_class], device=self.config.device))
         return forget, far, anti.images[:count]
 
     def retain_subset(self, forget_classes: list[int]) -> Split:
-        """`retain_percent` of each retain class's training samples, drawn at random."""
-        generator = make_generator(self.config.seed, "retain", forget_classes)
-        labels = self.train_data.labels.cpu()
-        keep = []
-        for c in range(self.spec.num_classes):
-            if c in forget_classes:
-                continue
-            members = (labels == c).nonzero().squeeze(1)
-            count = max(1, round(len(members) * self.config.retain_percent / 100))
-            keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
-        return self.train_data.subset(torch.cat(keep).sort().values.to(self.config.device))
+        return draw_retain_subset(self.train_data, forget_classes, self.config.retain_percent,
+                                  self.spec.num_classes, self.config.seed)
 
     def unlearn(self, forget_classes: list[int], method: str) -> tuple[torch.nn.Module, float]:
         """A copy of the original model after `method`, and the seconds it took (retain-subset
@@ -467,7 +468,7 @@ class Experiment:
         start = time.perf_counter()
         inputs = UnlearnInputs(
             train=self.train_data, retain=self.retain_subset(forget_classes),
-            forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.anti_sample_params,
+            forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.hparams.anti_sample_params,
             repair_epochs=c.repair_epochs,
             generator=make_generator(c.seed, "unlearn", forget_classes),
             device_generator=make_generator(c.seed, "anti", forget_classes, device=c.device),
@@ -562,11 +563,6 @@ def summary_row(method: str, original: dict, result: dict, gold: dict | None, se
             "speedup_vs_retrain": retrain_seconds / seconds,
         }
     return {**row, **gold_row}
-
-
-def synchronize(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def read_unit(path: Path, key: str) -> dict[str, Any] | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anti_sample import AntiSampleParams
+
 BASE_LR = 1e-3  # Adam, original and retrained models (PAPER.md protocol)
 BATCH_SIZE = 128
 EPOCHS = 30  # original and retrained models (the notebooks; the config file says 50)
@@ -81,6 +83,11 @@ class RunHparams:
     no_generated_data: int
     eps: float
     convex_combination: bool
+
+    @property
+    def anti_sample_params(self) -> AntiSampleParams:
+        return AntiSampleParams(self.local_variance, self.size_multiplier, self.p, self.tail_randomized,
+                                self.no_generated_data, self.eps, self.convex_combination)
 
 
 def no_generated_data(retain_percent: float) -> int:

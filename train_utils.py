@@ -147,6 +147,13 @@ def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.G
              grad_mask, speed)
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for `device`'s queued work (CUDA only), so wall-clock timings are complete."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     model.eval()

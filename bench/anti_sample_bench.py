@@ -33,15 +33,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hparams  # noqa: E402
-from anti_sample import (AntiSampleParams, farthest_retain_indices,  # noqa: E402
+from anti_sample import (farthest_retain_indices,  # noqa: E402
                          farthest_retain_indices_reference, make_anti_samples,
                          make_anti_samples_reference)
 from datasets import load_dataset  # noqa: E402
+from train_utils import synchronize  # noqa: E402
 
 # The paper's ResNet18 / CIFAR-10 Unlearning-30 row: lambda 5, m 1, p 0.95, k 20, g 500.
-_ROW = hparams.resolve("ResNet18", "cifar10", 30)
-UNLEARNING_30 = AntiSampleParams(_ROW.local_variance, _ROW.size_multiplier, _ROW.p, _ROW.tail_randomized,
-                                 _ROW.no_generated_data, _ROW.eps, _ROW.convex_combination)
+UNLEARNING_30 = hparams.resolve("ResNet18", "cifar10", 30).anti_sample_params
 FORGET_CLASS = 0
 MB = 2 ** 20
 
@@ -82,11 +81,6 @@ def make_input(args) -> tuple[torch.Tensor, torch.Tensor]:
     if len(forget) < args.n_forget:
         sys.exit(f"--data-root {args.data_root} has only {len(forget)} training images of class 0")
     return forget.flatten(1), retain[:args.n_retain].flatten(1)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def median_seconds(call, device: torch.device, repeats: int, warm_up: bool = True):

@@ -30,11 +30,11 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hparams  # noqa: E402
-from anti_sample import AntiSampleParams, anti_sample_set  # noqa: E402
+from anti_sample import anti_sample_set  # noqa: E402
 from datasets import Split, load_dataset  # noqa: E402
-from experiment import derived_seed, make_generator  # noqa: E402
+from experiment import derived_seed, draw_retain_subset, make_generator  # noqa: E402
 from models import get_model  # noqa: E402
-from train_utils import Speed, TrainParams, evaluate, train  # noqa: E402
+from train_utils import Speed, TrainParams, evaluate, synchronize, train  # noqa: E402
 
 MODEL = "ResNet18"
 SPEEDS = {  # --speeds names; all but "plain" need CUDA
@@ -68,11 +68,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(call, device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
@@ -87,19 +82,6 @@ def new_model(seed: int, device: torch.device, state: dict | None = None) -> tor
     if state is not None:
         model.load_state_dict(state)
     return model
-
-
-def retain_subset(train_data: Split, forget_classes: list[int], percent: float, seed: int) -> Split:
-    """`percent` of each retain class's training samples, drawn as Experiment.retain_subset does."""
-    generator = make_generator(seed, "retain", forget_classes)
-    labels = train_data.labels.cpu()
-    keep = []
-    for c in range(10):
-        if c not in forget_classes:
-            members = (labels == c).nonzero().squeeze(1)
-            count = max(1, round(len(members) * percent / 100))
-            keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
-    return train_data.subset(torch.cat(keep).sort().values.to(train_data.images.device))
 
 
 def train_published_style(model: torch.nn.Module, data: Split, params: TrainParams, seed: int) -> None:
@@ -129,9 +111,8 @@ def unlearn_both_ways(train_data: Split, test: Split, original_state: dict, perc
                       forget_class: int, seed: int, device: torch.device, speeds: list[str]) -> dict:
     forget_classes = [forget_class]
     h = hparams.resolve(MODEL, "cifar10", percent)
-    params = AntiSampleParams(h.local_variance, h.size_multiplier, h.p, h.tail_randomized,
-                              h.no_generated_data, h.eps, h.convex_combination)
-    retain = retain_subset(train_data, forget_classes, percent, seed)
+    params = h.anti_sample_params
+    retain = draw_retain_subset(train_data, forget_classes, percent, 10, seed)
     anti = []
     anti_seconds = timed(lambda: anti.append(anti_sample_set(
         train_data, forget_classes, retain, params, make_generator(seed, "anti", forget_classes, device=device))),

@@ -27,7 +27,7 @@ def inputs_for(experiment, forget_classes):
     c = experiment.config
     return UnlearnInputs(
         train=experiment.train_data, retain=experiment.retain_subset(forget_classes),
-        forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.anti_sample_params,
+        forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.hparams.anti_sample_params,
         repair_epochs=0, generator=make_generator(c.seed, "test"),
         device_generator=make_generator(c.seed, "test-device"), progress=False,
         make_model=experiment.new_scratch_model)
