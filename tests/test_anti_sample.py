@@ -5,7 +5,7 @@ import torch
 from anti_sample import (AntiSampleParams, DistanceBounds, anti_sample_set, bound_basis,
                          farthest_retain_indices, farthest_retain_indices_reference, make_anti_samples,
                          make_anti_samples_reference)
-from datasets import Split, load_dataset
+from datasets import load_dataset
 
 PARAMS = AntiSampleParams(local_variance=5, size_multiplier=2, p=0.9, tail_randomized=20,
                           no_generated_data=300, eps=0.01)

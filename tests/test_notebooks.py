@@ -1,5 +1,4 @@
 """CI executes every notebook end to end in smoke mode (UNLEARN_SMOKE=1)."""
-import os
 import time
 
 import nbformat

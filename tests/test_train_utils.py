@@ -1,5 +1,4 @@
 """Training, evaluation and checkpoints."""
-import pickle
 
 import pytest
 import torch
