@@ -186,8 +186,8 @@ def mia_efficacy(model: nn.Module, retain_train: Split, retain_test: Split, forg
     """Membership inference as in SalUn (Fan et al., ICLR 2024), in percent: an RBF SVC (C=3,
     gamma "auto") on the true-label softmax probability, fit on retain training samples
     (members; SalUn uses the unlearner's retain set) against as many retain-class test samples
-    (non-members); efficacy is the share of
-    forget-class training samples it calls non-members. 100: the model treats them as unseen.
+    (non-members); efficacy is the share of forget-class training samples it calls
+    non-members. 100: the model treats them as unseen.
 
     Averaged over `draws` seeded draws of the equal-count shadow sets (ours: SalUn fits once).
     When the model scores members and non-members alike, the fit is near a coin flip where the
