@@ -107,8 +107,42 @@ def accuracies(model: torch.nn.Module, test: Split, forget_classes: list[int]) -
     return {"forget_test_acc": acc["forget"], "retain_test_acc": acc["retain"]}
 
 
-def unlearn_both_ways(train_data: Split, test: Split, original_state: dict, percent: float,
-                      forget_class: int, seed: int, device: torch.device, speeds: list[str]) -> dict:
+class Results:
+    """The bench's JSON, written again after every step, so that a step that fails or a timeout
+    keeps what was measured before it. A failed step is recorded under "errors" and the next one runs."""
+
+    def __init__(self, path: str | None, **header):
+        self.path = Path(path) if path else None
+        self.data = {**header, "errors": {}}
+        self.write()
+
+    def write(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+    def step(self, name: str, call, into: dict | None = None):
+        """Runs `call`, stores its value under `name` in `into` (the top level by default), prints
+        it and writes the file; on an exception records its one-line message instead and returns None."""
+        try:
+            value = call()
+        except Exception as error:  # noqa: BLE001 - a bench step's failure is a result to keep
+            self.data["errors"][name] = f"{type(error).__name__}: {error}"
+            print(f"step {name} failed: {self.data['errors'][name]}", file=sys.stderr, flush=True)
+            value = None
+        else:
+            (self.data if into is None else into)[name] = value
+            print(f"{name}: {json.dumps(value)}", flush=True)
+        self.write()
+        return value
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.data["errors"])
+
+
+def unlearn_both_ways(results: Results, train_data: Split, test: Split, original_state: dict, percent: float,
+                      forget_class: int, seed: int, device: torch.device, speeds: list[str]) -> None:
     forget_classes = [forget_class]
     h = hparams.resolve(MODEL, "cifar10", percent)
     params = h.anti_sample_params
@@ -119,27 +153,32 @@ def unlearn_both_ways(train_data: Split, test: Split, original_state: dict, perc
         device)
     mixed = Split.join(retain, anti[0])
     unlearn_params = TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size)
+    run = {"percent": percent, "forget_class": forget_class, "retain_subset_size": len(retain),
+           "anti_samples": len(anti[0]), "unlearn_epochs": h.unlearn_epochs, "unlearn_lr": unlearn_params.lr,
+           "batch_size": h.batch_size, "anti_sample_seconds": anti_seconds, "ours": {}}
+    results.data["unlearning"].append(run)
+    tag = f"unlearning_{percent:g}"
 
-    published = new_model(seed, device, original_state)
-    published_seconds = timed(lambda: train_published_style(
-        published, mixed, unlearn_params, derived_seed(seed, "unlearn", forget_classes)), device)
-    ours = {}
-    for name in speeds:
+    def published_loop():
+        published = new_model(seed, device, original_state)
+        seconds = timed(lambda: train_published_style(
+            published, mixed, unlearn_params, derived_seed(seed, "unlearn", forget_classes)), device)
+        return {"train_seconds": seconds, **accuracies(published, test, forget_classes)}
+    published = results.step(f"{tag}/published_loop", published_loop, run)
+    run["published_loop"] = published
+
+    def ours(name: str):
         model = new_model(seed, device, original_state)
         seconds = timed(lambda: train(model, mixed, unlearn_params, make_generator(seed, "unlearn", forget_classes),
                                       progress=False, speed=SPEEDS[name]), device)
-        ours[name] = {"train_seconds": seconds, "unlearning_seconds": anti_seconds + seconds,
-                      "speedup_vs_published": published_seconds / seconds, **accuracies(model, test, forget_classes)}
-    return {
-        "percent": percent, "forget_class": forget_class, "retain_subset_size": len(retain),
-        "anti_samples": len(anti[0]), "unlearn_epochs": h.unlearn_epochs, "unlearn_lr": unlearn_params.lr,
-        "batch_size": h.batch_size, "anti_sample_seconds": anti_seconds,
-        "published_loop": {"train_seconds": published_seconds, **accuracies(published, test, forget_classes)},
-        "ours": ours,
-    }
+        speedup = published["train_seconds"] / seconds if published else None
+        return {"train_seconds": seconds, "unlearning_seconds": anti_seconds + seconds,
+                "speedup_vs_published": speedup, **accuracies(model, test, forget_classes)}
+    for name in speeds:
+        results.step(name, lambda: ours(name), run["ours"])
 
 
-def run(args) -> dict:
+def run(args, results: Results) -> None:
     device = torch.device(args.device)
     load_before = os.getloadavg()[0]  # the machine may be shared: record how busy it was
     train_data, test = load_dataset("cifar10", args.data_root, device, args.max_per_class)
@@ -149,37 +188,44 @@ def run(args) -> dict:
         model, train_data, TrainParams(args.original_epochs, h.lr, h.batch_size),
         make_generator(args.seed, "train", "original"), progress=False), device)
     original_state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    results.data.update({"max_per_class": args.max_per_class, "train_images": len(train_data),
+                         "test_images": len(test), "epoch_seconds": {}, "unlearning": []})
+    results.step("original", lambda: {
+        "epochs": args.original_epochs, "seconds": original_seconds,
+        "seconds_per_epoch": original_seconds / args.original_epochs, "lr": h.lr,
+        "batch_size": h.batch_size, **accuracies(model, test, [args.forget_class])})
     speeds = args.speeds.split(",") if args.speeds else (
         ["plain", "fused", "graph", "graph_bf16"] if device.type == "cuda" else ["plain"])
     unknown = [name for name in speeds if name not in SPEEDS]
     if unknown:
         sys.exit(f"--speeds: unknown variant {unknown[0]!r}; choose from {', '.join(SPEEDS)}")
-    epoch_seconds = {}  # two original-model epochs from scratch per variant, timed one by one
-    for name in speeds:
+
+    def two_epochs(name: str) -> dict:
+        """Two original-model epochs from scratch, timed one by one."""
         fresh = new_model(args.seed, device)
 
         def one_epoch():
             train(fresh, train_data, TrainParams(1, h.lr, h.batch_size), make_generator(args.seed, "train", "epoch"),
                   progress=False, speed=SPEEDS[name])
-        epoch_seconds[name] = {"first": timed(one_epoch, device), "second": timed(one_epoch, device)}
-    runs = [unlearn_both_ways(train_data, test, original_state, float(p), args.forget_class, args.seed, device,
-                              speeds)
-            for p in args.percents.split(",")]
-    return {
-        "model": MODEL, "device": str(device), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-        "max_per_class": args.max_per_class, "train_images": len(train_data), "test_images": len(test),
-        "original": {"epochs": args.original_epochs, "seconds": original_seconds,
-                     "seconds_per_epoch": original_seconds / args.original_epochs, "lr": h.lr,
-                     "batch_size": h.batch_size, **accuracies(model, test, [args.forget_class])},
-        "epoch_seconds": epoch_seconds,
-        "unlearning": runs,
-        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
-        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-    }
+        return {"first": timed(one_epoch, device), "second": timed(one_epoch, device)}
+    for name in speeds:
+        results.step(name, lambda: two_epochs(name), results.data["epoch_seconds"])
+    for p in args.percents.split(","):
+        try:
+            unlearn_both_ways(results, train_data, test, original_state, float(p), args.forget_class, args.seed,
+                              device, speeds)
+        except Exception as error:  # noqa: BLE001 - recorded; the next percentage still runs
+            results.data["errors"][f"unlearning_{p}"] = f"{type(error).__name__}: {error}"
+            print(f"unlearning {p} failed: {error}", file=sys.stderr, flush=True)
+    results.data.update({"load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
+                         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())})
+    results.write()
 
 
 def summary(r: dict) -> str:
-    o = r["original"]
+    o = r.get("original")
+    if o is None:
+        return "original model: failed"
     lines = [f"{r['model']} on {r['train_images']} CIFAR-10 train images, {r['device']}: original model "
              f"{o['seconds_per_epoch']:.1f} s/epoch ({o['epochs']} epochs), test retain {o['retain_test_acc']:.2f}% "
              f"forget {o['forget_test_acc']:.2f}%"]
@@ -187,7 +233,9 @@ def summary(r: dict) -> str:
         lines.append(f"Unlearning-{u['percent']:g} ({u['retain_subset_size']} retain + {u['anti_samples']} anti-samples, "
                      f"{u['unlearn_epochs']} epochs; anti-samples {u['anti_sample_seconds']:.2f} s):")
         for name, m in [("published_loop", u["published_loop"]), *u["ours"].items()]:
-            speedup = f"  {m['speedup_vs_published']:.2f}x" if "speedup_vs_published" in m else ""
+            if m is None:
+                continue
+            speedup = f"  {m['speedup_vs_published']:.2f}x" if m.get("speedup_vs_published") else ""
             lines.append(f"  {name:15} {m['train_seconds']:7.1f} s  test retain {m['retain_test_acc']:.2f}% "
                          f"forget {m['forget_test_acc']:.2f}%{speedup}")
     lines.append("original-model epoch s (first, second): " + ", ".join(
@@ -199,12 +247,11 @@ def main() -> int:
     args = get_args_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(args)
-    print(summary(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    results = Results(args.json, model=MODEL, device=args.device, torch=torch.__version__,
+                      cpu_threads=torch.get_num_threads())
+    run(args, results)
+    print(summary(results.data))
+    return 1 if results.failed else 0
 
 
 if __name__ == "__main__":
