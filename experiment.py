@@ -35,9 +35,10 @@ from anti_sample import anti_sample_set, farthest_retain_indices
 from datasets import DATASETS, Split, get_dataset_spec, load_dataset
 from errors import UserError
 from methods import METHODS, UnlearnInputs, check_methods
-from models import get_model, list_models, resolve_pretrained
-from train_utils import (NonFiniteLossError, TrainParams, atomic_write, evaluate, load_checkpoint,
-                         PLAIN, Speed, load_weights, mia_efficacy, save_checkpoint, synchronize, train)
+from models import get_model, get_model_entry, list_models, resolve_pretrained
+from train_utils import (SELECT_FRACTION, BestEpoch, NonFiniteLossError, TrainParams, atomic_write, evaluate,
+                         load_checkpoint, PLAIN, Speed, load_weights, mia_efficacy, save_checkpoint, synchronize,
+                         train)
 
 DEFAULT_SEED = 100  # PAPER.md: torch seed 100
 METRICS = [
@@ -50,6 +51,13 @@ METRICS = [
     "mia_efficacy", "retrained_retain_train_acc", "retrained_forget_train_acc",
     "retrained_mia_efficacy", "gap_to_retrain", "speedup_vs_retrain",
 ]
+# The authors' protocol is each default (PAPER.md); the other choice is ours (README "Deviations").
+UNLEARN_MODES = ["eval", "train"]  # anti_sample's model mode while it fine-tunes
+NEIGHBOUR_POOLS = ["all", "subset"]  # far neighbours among all retain-class training data, or the subset
+SELECTIONS = ["best-test", "last"]  # which epoch of the original and retrained models is kept
+# Cached models hold the last and the best-test epoch of one training run (format 2; format 1
+# held the last epoch only and is never read back).
+CACHE_FORMAT = 2
 # Resolved settings that do not change any number in the results (left out of fingerprints).
 NOT_AFFECTING_RESULTS = {"out", "classes", "progress", "cache_dir", "methods"}
 
@@ -158,6 +166,21 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
                           f"and retain subset: {', '.join(METHODS)}")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                      help="show progress bars")
+    run.add_argument("--mia", action=argparse.BooleanOptionalAction, default=True,
+                     help="measure membership-inference efficacy (SVC fits; slow on full CIFAR-10)")
+
+    protocol = parser.add_argument_group(
+        "protocol", "defaults follow the authors' code (PAPER.md); README \"Deviations\" measures the others")
+    protocol.add_argument("--unlearn-mode", choices=UNLEARN_MODES, default="eval",
+                          help="model mode while anti_sample fine-tunes: eval freezes BatchNorm's running "
+                               "statistics (the authors'), train updates them; other methods keep their own")
+    protocol.add_argument("--neighbour-pool", choices=NEIGHBOUR_POOLS, default="all",
+                          help="where anti-samples' far neighbours are searched: all retain-class training "
+                               "data (the authors', also at Unlearning-30) or only the retain subset")
+    protocol.add_argument("--select", choices=SELECTIONS, default="best-test",
+                          help=f"epoch kept of the original and retrained models: best-test is the "
+                               f"authors' (best accuracy on a random {SELECT_FRACTION:.0%} of the test set, "
+                               f"drawn anew each epoch: it looks at test data), last is the final epoch")
 
     speed = parser.add_argument_group(
         "speed", "CUDA only; the CPU always runs the plain loop (README \"Speed\")")
@@ -210,9 +233,13 @@ class RunConfig:
     retrain: bool
     pretrained: bool
     progress: bool
+    mia: bool
     repair_epochs: int
     methods: list[str]
     hparams: hparams.RunHparams
+    unlearn_mode: str = "eval"
+    neighbour_pool: str = "all"
+    select: str = "best-test"
     speed: Speed = PLAIN
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,9 +263,9 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
-        progress=args.progress, repair_epochs=args.repair_epochs,
+        progress=args.progress, mia=args.mia, repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods, retrain=not args.no_retrain), hparams=run_hparams,
-        speed=speed)
+        unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
 
 
 def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:
@@ -380,7 +407,7 @@ class Experiment:
         self.spec = get_dataset_spec(config.dataset)
         self.train_data, self.test_data = load_dataset(
             config.dataset, config.data_root, config.device, config.max_per_class)
-        self.original_state = self._original_state()
+        self.original_state, self.original_epoch = self._original_state()
 
     # -- models --------------------------------------------------------------------------------
 
@@ -404,43 +431,54 @@ class Experiment:
         c, h = self.config, self.config.hparams
         data_root = str(Path(c.data_root).resolve()) if c.data_root else None
         return {"dataset": c.dataset, "data_root": data_root, "max_per_class": c.max_per_class,
-                "model": c.model, "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
+                "model": c.model, "architecture_version": get_model_entry(c.model).version, "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
                 "batch_size": h.batch_size, "seed": c.seed, "device": torch.device(c.device).type,
+                "cache_format": CACHE_FORMAT,
                 **({"speed": asdict(c.speed)} if c.speed != PLAIN else {})}
 
-    def _trained_state(self, name: str, classes: list[int]) -> tuple[dict[str, torch.Tensor], float]:
-        """A model trained on the training samples of `classes`, from the cache when it is there,
-        and the seconds its training took."""
+    def _trained_state(self, name: str, classes: list[int]) -> tuple[dict[str, torch.Tensor], float, int]:
+        """A model trained on the training samples of `classes` (from the cache when it is there):
+        its weights at the epoch --select keeps, the seconds its training took (per-epoch selection
+        checks included) and that epoch. One training run stores both the last and the best-test
+        epoch, so either selection reuses it."""
         settings = {**self._training_settings(), "classes": classes}
         path = (Path(self.config.cache_dir) / self.config.dataset / self.config.model
                 / f"{name}_{fingerprint(settings)}.pt")
-        if path.exists():
-            try:
-                checkpoint = load_checkpoint(path)
-                return checkpoint["state_dict"], checkpoint["config"]["train_seconds"]
-            except (UserError, KeyError, TypeError) as error:
-                print(f"warning: {error}; training it again", file=sys.stderr)
+        checkpoint = read_cached_model(path) if path.exists() else None
+        if checkpoint is None:
+            checkpoint = self._train_and_cache(name, classes, settings, path)
+        info = checkpoint["config"]
+        if self.config.select == "last":
+            return checkpoint["state_dict"], info["train_seconds"], self.config.hparams.epochs
+        return checkpoint["best_state_dict"], info["train_seconds"], info["best_epoch"]
+
+    def _train_and_cache(self, name: str, classes: list[int], settings: dict[str, Any], path: Path) -> dict:
         model = self.new_model()
         h = self.config.hparams
+        best = BestEpoch(model, self.test_data.of_classes(classes), make_generator(self.config.seed, "select", name))
         synchronize(self.config.device)
         start = time.perf_counter()
         train(model, self.train_data.of_classes(classes), TrainParams(h.epochs, h.lr, h.batch_size),
               make_generator(self.config.seed, "train", name), phase=f"{name} model",
-              progress=self.config.progress, speed=self.config.speed)
+              progress=self.config.progress, speed=self.config.speed, after_epoch=best)
         synchronize(self.config.device)
         seconds = time.perf_counter() - start
-        save_checkpoint(path, model, {"settings": settings, "train_seconds": seconds,
-                                      "run": self.config.to_dict()})
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}, seconds
+        config = {"settings": settings, "train_seconds": seconds, "best_epoch": best.epoch,
+                  "selection_accuracies": best.accuracies, "run": self.config.to_dict()}
+        save_checkpoint(path, model, config, extra={"best_state_dict": best.state})
+        return {"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "best_state_dict": best.state, "config": config}
 
-    def _original_state(self) -> dict[str, torch.Tensor]:
+    def _original_state(self) -> tuple[dict[str, torch.Tensor], int | None]:
+        """The original model's weights and its selected epoch (None for a --checkpoint)."""
         if self.config.checkpoint:
             model = self.new_model()
             load_weights(model, load_checkpoint(self.config.checkpoint), self.config.checkpoint)
-            return model.state_dict()
-        return self._trained_state("original", list(range(self.spec.num_classes)))[0]
+            return model.state_dict(), None
+        state, _, epoch = self._trained_state("original", list(range(self.spec.num_classes)))
+        return state, epoch
 
-    def retrained_state(self, forget_classes: list[int]) -> tuple[dict[str, torch.Tensor], float]:
+    def retrained_state(self, forget_classes: list[int]) -> tuple[dict[str, torch.Tensor], float, int]:
         retain = [c for c in range(self.spec.num_classes) if c not in forget_classes]
         return self._trained_state("retrained_without_" + "_".join(map(str, forget_classes)), retain)
 
@@ -448,16 +486,33 @@ class Experiment:
 
     def anti_sample_examples(self, forget_class: int, count: int = 6):
         """(forget samples, the farthest retain sample of each, anti-samples) for a picture."""
-        retain = self.retain_subset([forget_class])
+        pool = self.neighbour_pool([forget_class])
         forget = self.train_data.of_classes([forget_class]).images[:count]
-        far = retain.images[farthest_retain_indices(forget, retain.images, 1)[:, 0]]
-        anti = anti_sample_set(self.train_data, [forget_class], retain, self.config.hparams.anti_sample_params,
+        far = pool.images[farthest_retain_indices(forget, pool.images, 1)[:, 0]]
+        anti = anti_sample_set(self.train_data, [forget_class], pool, self.config.hparams.anti_sample_params,
                                make_generator(self.config.seed, "anti", [forget_class], device=self.config.device))
         return forget, far, anti.images[:count]
 
     def retain_subset(self, forget_classes: list[int]) -> Split:
         return draw_retain_subset(self.train_data, forget_classes, self.config.retain_percent,
                                   self.spec.num_classes, self.config.seed)
+
+    def neighbour_pool(self, forget_classes: list[int]) -> Split:
+        """Where anti-samples' far neighbours are searched (--neighbour-pool)."""
+        if self.config.neighbour_pool == "subset":
+            return self.retain_subset(forget_classes)
+        return self.train_data.of_classes([c for c in range(self.spec.num_classes) if c not in forget_classes])
+
+    def unlearn_inputs(self, forget_classes: list[int]) -> UnlearnInputs:
+        """What every method receives for this forget set: the same retain subset and seeds."""
+        c = self.config
+        return UnlearnInputs(
+            train=self.train_data, retain=self.retain_subset(forget_classes),
+            pool=self.neighbour_pool(forget_classes), forget_classes=forget_classes, hparams=c.hparams,
+            anti_sample=c.hparams.anti_sample_params, repair_epochs=c.repair_epochs,
+            generator=make_generator(c.seed, "unlearn", forget_classes),
+            device_generator=make_generator(c.seed, "anti", forget_classes, device=c.device),
+            progress=c.progress, make_model=self.new_scratch_model, speed=c.speed, unlearn_mode=c.unlearn_mode)
 
     def unlearn(self, forget_classes: list[int], method: str) -> tuple[torch.nn.Module, float]:
         """A copy of the original model after `method`, and the seconds it took (retain-subset
@@ -466,13 +521,7 @@ class Experiment:
         model = self.model_from(self.original_state)
         synchronize(c.device)
         start = time.perf_counter()
-        inputs = UnlearnInputs(
-            train=self.train_data, retain=self.retain_subset(forget_classes),
-            forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.hparams.anti_sample_params,
-            repair_epochs=c.repair_epochs,
-            generator=make_generator(c.seed, "unlearn", forget_classes),
-            device_generator=make_generator(c.seed, "anti", forget_classes, device=c.device),
-            progress=c.progress, make_model=self.new_scratch_model, speed=c.speed)
+        inputs = self.unlearn_inputs(forget_classes)
         METHODS[method](model, inputs)
         synchronize(c.device)
         return model, time.perf_counter() - start
@@ -482,19 +531,20 @@ class Experiment:
         members are the retain subset the unlearner trains on, as SalUn's code takes its retain
         set (README "Deviations")."""
         retain_classes = [c for c in range(self.spec.num_classes) if c not in forget_classes]
+        mia = None
+        if self.config.mia:
+            mia = mia_efficacy(model, self.retain_subset(forget_classes), self.test_data.of_classes(retain_classes),
+                               self.train_data.of_classes(forget_classes),
+                               make_generator(self.config.seed, "mia", forget_classes))
         return {"test": evaluate(model, self.test_data, forget_classes),
-                "train": evaluate(model, self.train_data, forget_classes),
-                "mia": mia_efficacy(model, self.retain_subset(forget_classes),
-                                    self.test_data.of_classes(retain_classes),
-                                    self.train_data.of_classes(forget_classes),
-                                    make_generator(self.config.seed, "mia", forget_classes))}
+                "train": evaluate(model, self.train_data, forget_classes), "mia": mia}
 
     def run_unit(self, forget_classes: list[int], methods: list[str]) -> dict[str, dict[str, Any]]:
         """One summary row per method (accuracies in percent) for this forget set."""
         original = evaluate(self.model_from(self.original_state), self.test_data, forget_classes)
-        gold, retrain_seconds = None, None
+        gold, retrain_seconds, retrain_epoch = None, None, None
         if self.config.retrain:
-            state, retrain_seconds = self.retrained_state(forget_classes)
+            state, retrain_seconds, retrain_epoch = self.retrained_state(forget_classes)
             gold = self.measure(self.model_from(state), forget_classes)
         rows = {}
         for method in methods:
@@ -503,7 +553,8 @@ class Experiment:
             else:
                 unlearned, seconds = self.unlearn(forget_classes, method)
                 result = self.measure(unlearned, forget_classes)
-            rows[method] = summary_row(method, original, result, gold, seconds, retrain_seconds)
+            rows[method] = {**summary_row(method, original, result, gold, seconds, retrain_seconds),
+                            "original_epoch": self.original_epoch, "retrained_epoch": retrain_epoch}
         return rows
 
     def run(self, units: list[list[int]], methods: list[str]) -> list[dict[str, Any]]:
@@ -531,6 +582,19 @@ class Experiment:
         return rows
 
 
+def read_cached_model(path: Path) -> dict[str, Any] | None:
+    """A cached model written by `_train_and_cache`, or None (with a one-line warning) if the
+    file is not one."""
+    try:
+        checkpoint = load_checkpoint(path)
+        if "best_state_dict" not in checkpoint or not {"train_seconds", "best_epoch"} <= checkpoint["config"].keys():
+            raise UserError(f"cached model {path} lacks the best-test epoch or its training time")
+        return checkpoint
+    except (UserError, AttributeError) as error:
+        print(f"warning: {error}; training it again", file=sys.stderr)
+        return None
+
+
 def summary_row(method: str, original: dict, result: dict, gold: dict | None, seconds: float,
                 retrain_seconds: float | None) -> dict[str, Any]:
     """One row of summary.json: accuracies in percent, seconds, and the comparison with the
@@ -555,7 +619,7 @@ def summary_row(method: str, original: dict, result: dict, gold: dict | None, se
             "retrained_forget_train_acc": gold["train"]["forget"],
             "retrained_mia_efficacy": gold["mia"],
             # SalUn's "average gap": forget-train, retain-train, retain-test accuracy and MIA
-            "gap_to_retrain": float(np.mean([
+            "gap_to_retrain": None if result["mia"] is None else float(np.mean([
                 abs(result["train"]["forget"] - gold["train"]["forget"]),
                 abs(result["train"]["retain"] - gold["train"]["retain"]),
                 abs(result["test"]["retain"] - gold["test"]["retain"]),
@@ -643,6 +707,20 @@ def format_table(row_key: str, rows: list[dict[str, Any]], mean: dict, std: dict
     return "\n".join(lines)
 
 
+def protocol_line(config: RunConfig, rows: list[dict[str, Any]]) -> str:
+    """How the models were chosen and unlearned, and the epochs kept, for the printed table."""
+    if config.select == "best-test":
+        selection = (f"best-test: each original/retrained model is its epoch with the best accuracy on a "
+                     f"random {SELECT_FRACTION:.0%} of the test set (the authors' selection; it looks at test data)")
+    else:
+        selection = "last: each original/retrained model is its final epoch"
+    epochs = sorted({r["retrained_epoch"] for r in rows if r.get("retrained_epoch") is not None})
+    original = rows[0].get("original_epoch") if rows else None
+    return (f"--select {selection}; kept epochs: original {original if original is not None else '-'}, "
+            f"retrained {','.join(map(str, epochs)) or '-'} of {config.hparams.epochs}. "
+            f"anti_sample: --unlearn-mode {config.unlearn_mode}, --neighbour-pool {config.neighbour_pool}")
+
+
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) when started by torchrun (its RANK and WORLD_SIZE), else (0, 1)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -704,5 +782,6 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool,
         print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, {method} "
               f"(accuracy on the test set, %):")
         print(format_table(row_key, [r for r in rows if r["method"] == method], stats["mean"], stats["std"]))
+    print(protocol_line(config, rows))
     print(f"wrote summary.json, summary.csv, comparison.md and plots in {out}")
     return 0

@@ -46,6 +46,8 @@ SSD_LAMBDA = 1.0  # Foster et al.'s dampening constant for CIFAR
 class UnlearnInputs:
     train: Split  # the full training data (forget samples are taken from it)
     retain: Split  # the retain subset the unlearner may use
+    pool: Split  # where anti_sample searches far neighbours: all retain-class training data (the
+    # authors') or the retain subset (--neighbour-pool)
     forget_classes: list[int]
     hparams: RunHparams
     anti_sample: AntiSampleParams
@@ -55,6 +57,7 @@ class UnlearnInputs:
     progress: bool
     make_model: Callable[[], nn.Module]  # a fresh, randomly initialised model of the same kind
     speed: Speed = PLAIN  # how `train` runs its steps (CUDA options)
+    unlearn_mode: str = "eval"  # anti_sample's model mode while it trains (--unlearn-mode)
 
     @property
     def forget(self) -> Split:
@@ -91,16 +94,18 @@ def check_methods(names: list[str], retrain: bool = True) -> list[str]:
 @register_method("anti_sample")
 def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> None:
     """Fine-tune on retain subset + anti-samples labelled with their forget class (PAPER.md),
-    then optionally `repair_epochs` on the retain subset alone."""
+    then optionally `repair_epochs` on the retain subset alone. Far neighbours come from
+    `inputs.pool`; both phases run in `inputs.unlearn_mode` (the authors': eval)."""
     h, retain = inputs.hparams, inputs.retain
-    anti = anti_sample_set(inputs.train, inputs.forget_classes, retain, inputs.anti_sample,
+    anti = anti_sample_set(inputs.train, inputs.forget_classes, inputs.pool, inputs.anti_sample,
                            inputs.device_generator)
     mixed = Split.join(retain, anti)
     name = f"unlearning {','.join(map(str, inputs.forget_classes))}"
-    train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size),
+    eval_mode = inputs.unlearn_mode == "eval"
+    train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size, eval_mode),
           inputs.generator, phase=name, progress=inputs.progress, speed=inputs.speed)
     if inputs.repair_epochs:
-        train(model, retain, TrainParams(inputs.repair_epochs, h.lr, h.batch_size), inputs.generator,
+        train(model, retain, TrainParams(inputs.repair_epochs, h.lr, h.batch_size, eval_mode), inputs.generator,
               phase=f"repair {name}", progress=inputs.progress, speed=inputs.speed)
 
 

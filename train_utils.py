@@ -24,6 +24,7 @@ from datasets import Split
 from errors import UserError
 
 EVAL_BATCH_SIZE = 1000
+SELECT_FRACTION = 0.3  # PAPER.md "Model selection": a fresh random 30% of the test set each epoch
 MIA_DRAWS = 5  # shadow-set draws averaged by mia_efficacy
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -34,6 +35,9 @@ class TrainParams:
     epochs: int
     lr: float  # Adam learning rate
     batch_size: int = 128
+    # True: train with the model in eval mode (BatchNorm running statistics frozen, dropout
+    # off; weights and BatchNorm's affine parameters still learn), as the authors' unlearning runs
+    eval_mode: bool = False
 
 
 class NonFiniteLossError(RuntimeError):
@@ -103,13 +107,14 @@ class GraphedStep:
 def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable[[torch.Tensor], torch.Tensor],
              generator: torch.Generator, device: torch.device, phase: str = "training",
              progress: bool = True, grad_mask: dict[str, torch.Tensor] | None = None,
-             speed: Speed = PLAIN) -> None:
-    """Adam over shuffled minibatches of indices 0..n-1, model in train mode: each step minimises
-    `batch_loss(index)`. `grad_mask` (parameter name -> 0/1 tensor) freezes the zeroed weights.
+             speed: Speed = PLAIN, after_epoch: Callable[[int], None] | None = None) -> None:
+    """Adam over shuffled minibatches of indices 0..n-1, model in train mode (eval mode with
+    `params.eval_mode`): each step minimises `batch_loss(index)`. `grad_mask` (parameter name ->
+    0/1 tensor) freezes the zeroed weights. `after_epoch(epoch)` (epochs count from 1) runs after
+    every epoch, e.g. to evaluate; the model's mode is set again before the next one.
 
     `generator` is a CPU generator driving the shuffles. Raises NonFiniteLossError naming
     `phase` if the loss is ever NaN or infinite (checked once per epoch, not per step)."""
-    model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, fused=speed.fused_adam or None,
                                  capturable=speed.cuda_graph and device.type == "cuda")
     masked = [(p, grad_mask[name]) for name, p in model.named_parameters() if name in grad_mask] if grad_mask else []
@@ -127,24 +132,28 @@ def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable
     run_step = GraphedStep(step, params.batch_size, device, device.type == "cuda") if speed.cuda_graph else step
     epochs = tqdm(range(params.epochs), desc=phase, leave=False, disable=not progress)
     for epoch in epochs:
+        model.train(not params.eval_mode)
         epoch_loss = torch.zeros((), device=device)
         for index in batches(n, params.batch_size, generator, device):
             epoch_loss += run_step(index).float()
         if not math.isfinite(epoch_loss.item()):
             raise NonFiniteLossError(f"{phase}: the loss became {epoch_loss.item()} in epoch {epoch + 1}")
         epochs.set_postfix(loss=epoch_loss.item())
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
 
 
 def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.Generator,
           phase: str = "training", progress: bool = True,
-          grad_mask: dict[str, torch.Tensor] | None = None, speed: Speed = PLAIN) -> None:
+          grad_mask: dict[str, torch.Tensor] | None = None, speed: Speed = PLAIN,
+          after_epoch: Callable[[int], None] | None = None) -> None:
     """Adam + cross-entropy on `data` (PAPER.md protocol); see `optimise`."""
     forward = torch.compile(model) if speed.compile else model
 
     def batch_loss(index):
         return nn.functional.cross_entropy(forward(data.images[index]), data.labels[index])
     optimise(model, len(data), params, batch_loss, generator, data.images.device, phase, progress,
-             grad_mask, speed)
+             grad_mask, speed, after_epoch)
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -171,6 +180,27 @@ def evaluate(model: nn.Module, data: Split, forget_classes: list[int]) -> dict[s
     is_forget = torch.isin(data.labels, torch.tensor(forget_classes, device=data.labels.device))
     return {"all": accuracy(correct), "retain": accuracy(correct[~is_forget]),
             "forget": accuracy(correct[is_forget])}
+
+
+class BestEpoch:
+    """The authors' model selection (PAPER.md "Model selection"), as an `after_epoch` callback:
+    after every epoch, the accuracy on a fresh seeded random `fraction` of `data` (their test
+    set: this looks at test data); keeps a copy of the weights of the best epoch (the first on
+    ties). `epoch` and `state` are the selection; `accuracies` has every epoch's value."""
+
+    def __init__(self, model: nn.Module, data: Split, generator: torch.Generator,
+                 fraction: float = SELECT_FRACTION):
+        self.model, self.data, self.generator = model, data, generator
+        self.count = max(1, round(len(data) * fraction))
+        self.epoch, self.state, self.accuracies = 0, None, []
+
+    def __call__(self, epoch: int) -> None:
+        index = torch.randperm(len(self.data), generator=self.generator)[:self.count].to(self.data.labels.device)
+        value = accuracy(predict(self.model, self.data.images[index]) == self.data.labels[index])
+        self.accuracies.append(value)
+        if value > max(self.accuracies[:-1], default=-1.0):
+            self.epoch = epoch
+            self.state = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
 
 
 @torch.no_grad()
@@ -229,10 +259,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any]) -> None:
-    """State dict (on the CPU) + resolved config, written atomically."""
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    atomic_write(path, lambda file: torch.save({"state_dict": state, "config": config}, file))
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
+                    extra: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+    """State dict (on the CPU) + resolved config (+ `extra` named state dicts), written atomically."""
+    def on_cpu(state):
+        return {name: tensor.detach().cpu() for name, tensor in state.items()}
+    saved = {"state_dict": on_cpu(model.state_dict()), "config": config,
+             **{key: on_cpu(state) for key, state in (extra or {}).items()}}
+    atomic_write(path, lambda file: torch.save(saved, file))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

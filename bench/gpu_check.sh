@@ -16,20 +16,14 @@ ARCHIVE="${ARCHIVE:-.data/cifar10-jpeg.tar.gz}"
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 
-missing=0
-for module in torch torchvision numpy PIL tqdm; do
-    "$PYTHON" -c "import $module" 2>/dev/null || { echo "error: python module $module is missing" >&2; missing=1; }
-done
-[[ -f "$ARCHIVE" ]] || { echo "error: $ARCHIVE is missing; copy ../shared/data/cifar10-jpeg.tar.gz there first" >&2; missing=1; }
-(( missing )) && exit 2
+NEEDED_MODULES="torch torchvision numpy PIL tqdm"
+source bench/preflight.sh
 
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    echo "dry run: CPU, tiny sizes" | tee "$OUT/card.txt"
     DEVICE=cpu
     FAR_SIZE=(--n-forget 300 --n-retain 900 --repeats 1)
     UNLEARN_SIZE=(--max-per-class 20 --original-epochs 1 --percents 30 --speeds plain)
 else
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
     DEVICE=cuda
     # CIFAR-10's full far-neighbour size: one class's 5,000 images against the other 45,000
     FAR_SIZE=(--n-forget 5000 --n-retain 45000 --repeats 3)

@@ -21,16 +21,23 @@ from errors import UserError
 class ModelEntry:
     build: Callable[[int, int, bool], nn.Module]
     pretrained_default: bool  # has ImageNet weights, used by default as in the paper
+    version: int = 1  # raised whenever the architecture changes; part of the model cache's key
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, pretrained_default: bool = False):
+def register_model(name: str, pretrained_default: bool = False, version: int = 1):
     def decorate(build):
-        _REGISTRY[name] = ModelEntry(build, pretrained_default)
+        _REGISTRY[name] = ModelEntry(build, pretrained_default, version)
         return build
     return decorate
+
+
+def first_conv_padding(in_channels: int) -> int:
+    """The authors' padding p0 of the first conv (PAPER.md): 0 for 3-channel 32x32 data, 2 for
+    1-channel 28x28 data, so both reach 30x30."""
+    return 0 if in_channels == 3 else 2
 
 
 def list_models() -> list[str]:

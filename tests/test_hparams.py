@@ -26,6 +26,14 @@ def test_other_pairs_use_the_config_table_and_multi_class_its_protocol():
     assert (multi.unlearn_epochs, multi.unlearn_scale_lr) == (2, 1.0)
 
 
+@pytest.mark.parametrize("percent", [30, 100])
+def test_multi_class_resnet18_cifar10_reads_the_config_row_not_the_notebook_row(percent):
+    multi = hparams.resolve("ResNet18", "cifar10", percent, multi_class=True)
+    assert (multi.local_variance, multi.size_multiplier, multi.p, multi.tail_randomized) == (5, 1, 0.95, 30)
+    assert (multi.unlearn_epochs, multi.unlearn_scale_lr, multi.no_generated_data) == (
+        2, 1.0, {30: 500, 100: 1500}[percent])
+
+
 @pytest.mark.parametrize("model", list_models())
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_every_model_and_data_set_has_a_row(model, dataset):

@@ -23,18 +23,8 @@ def experiment(tmp_path_factory):
     return Experiment(resolve_config(args, multi_class=False))
 
 
-def inputs_for(experiment, forget_classes):
-    c = experiment.config
-    return UnlearnInputs(
-        train=experiment.train_data, retain=experiment.retain_subset(forget_classes),
-        forget_classes=forget_classes, hparams=c.hparams, anti_sample=c.hparams.anti_sample_params,
-        repair_epochs=0, generator=make_generator(c.seed, "test"),
-        device_generator=make_generator(c.seed, "test-device"), progress=False,
-        make_model=experiment.new_scratch_model)
-
-
 def test_mia_scores_the_retrained_model_near_100_and_the_original_lower(experiment):
-    retrained, _ = experiment.retrained_state([0])
+    retrained, _, _ = experiment.retrained_state([0])
     gold = experiment.measure(experiment.model_from(retrained), [0])["mia"]
     original = experiment.measure(experiment.model_from(experiment.original_state), [0])["mia"]
     print(f"\nMIA efficacy, forget class 0: retrained {gold:.1f}, original {original:.1f}")
@@ -46,7 +36,7 @@ def test_mia_scores_the_retrained_model_near_100_and_the_original_lower(experime
 def test_each_method_changes_the_model(method, experiment):
     model = experiment.model_from(experiment.original_state)
     before = copy.deepcopy(model.state_dict())
-    METHODS[method](model, inputs_for(experiment, [3]))
+    METHODS[method](model, experiment.unlearn_inputs([3]))
     changed = [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])]
     assert changed, f"{method} left every parameter as it was"
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
@@ -58,13 +48,13 @@ def test_ssd_trains_nothing(experiment, monkeypatch):
     monkeypatch.setattr(methods, "train", no_training)
     monkeypatch.setattr(methods, "optimise", no_training)
     model = experiment.model_from(experiment.original_state)
-    METHODS["ssd"](model, inputs_for(experiment, [3]))
+    METHODS["ssd"](model, experiment.unlearn_inputs([3]))
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), experiment.original_state.values()))
 
 
 def test_random_labels_never_keep_the_true_class(experiment):
     labels = torch.arange(10).repeat(50)
-    relabelled = inputs_for(experiment, [0]).random_labels(labels)
+    relabelled = experiment.unlearn_inputs([0]).random_labels(labels)
     assert not (relabelled == labels).any()
     assert set(relabelled.tolist()) == set(range(10))
 

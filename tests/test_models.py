@@ -53,3 +53,19 @@ def test_unreachable_imagenet_weights_suggest_no_pretrained(monkeypatch):
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     with pytest.raises(UserError, match="--no-pretrained"):
         models.get_model("ResNet18", 10, 3)
+
+
+@pytest.mark.parametrize("name,in_channels,size,count", [
+    ("ResNet9", 3, 32, 2_440_266), ("ResNet9", 1, 28, 2_439_114),
+    ("AllCNN", 3, 32, 1_620_010), ("AllCNN", 1, 28, 1_618_282)])
+def test_authors_architectures_have_their_parameter_counts(name, in_channels, size, count):
+    """PAPER.md lists these counts from the authors' own classes (10 classes)."""
+    model = models.get_model(name, 10, in_channels, pretrained=False)
+    assert sum(p.numel() for p in model.parameters()) == count
+    assert model(torch.randn(2, in_channels, size, size)).shape == (2, 10)
+    assert not any(m.bias is not None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_authors_resnet9_batchnorm_momentum():
+    model = models.get_model("ResNet9", 10, 3, pretrained=False)
+    assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.9}
