@@ -54,18 +54,26 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+MODELS_COMPARED = [("original", "original"), ("unlearned", "unlearned"), ("retrained", "retrained")]
+
+
 def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
+    """Retain and forget test accuracy (mean ± std over the forget sets) of the original, the
+    unlearned and the retrained model, side by side for each method."""
     by_method = summary["by_method"]
     methods = list(by_method)
-    fig = Figure(figsize=(max(6.0, 1.1 * len(methods)), 4))
-    ax = fig.subplots()
-    for offset, (metric, label) in zip((-0.2, 0.2), [("unlearned_retain_test_acc", "retain test"),
-                                                     ("unlearned_forget_test_acc", "forget test")]):
-        ax.bar([i + offset for i in range(len(methods))], [by_method[m]["mean"][metric] for m in methods],
-               yerr=[by_method[m]["std"][metric] for m in methods], width=0.4, label=label, capsize=3)
-    ax.set(xticks=range(len(methods)), xticklabels=methods, ylabel="accuracy (%)", ylim=(0, 105),
-           title="Retain vs forget accuracy per method (mean ± std)")
-    ax.legend()
+    fig = Figure(figsize=(max(8.0, 2.2 * len(methods)), 4))
+    for ax, part in zip(fig.subplots(1, 2, sharey=True), ["retain", "forget"]):
+        for offset, (prefix, label) in zip((-0.27, 0, 0.27), MODELS_COMPARED):
+            metric = f"{prefix}_{part}_test_acc"
+            means = [by_method[m]["mean"][metric] for m in methods]
+            stds = [by_method[m]["std"][metric] for m in methods]
+            ax.bar([i + offset for i in range(len(methods))], [float("nan") if v is None else v for v in means],
+                   yerr=[0 if v is None else v for v in stds], width=0.27, label=label, capsize=3)
+        ax.set(xticks=range(len(methods)), xticklabels=methods, ylim=(0, 105), title=f"{part} classes, test set")
+        ax.tick_params(axis="x", rotation=30)
+    fig.axes[0].set_ylabel("accuracy (%, mean ± std)")
+    fig.axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -4,12 +4,16 @@ Unlearning", IEEE TNNLS 2023).
 1. Learn error-maximising noise per forget class: `noise_batch` learnable inputs shaped like
    the data, Adam at `noise_lr` for `noise_steps` steps on
    loss = -cross_entropy(model(noise), forget class) + noise_lambda * mean squared norm of noise,
-   with the model frozen.
+   with the model's weights frozen (in train mode by default, as the public notebook leaves it:
+   BatchNorm's running statistics follow the noise batches).
 2. `rounds` x (impair: `impair_epochs` on noise, labelled with its forget class, + retain data,
    Adam at `impair_lr`; repair: `repair_epochs` on retain data alone, Adam at `repair_lr`).
 
-The noise of each class is labelled with that class (the public code labels every class's
-noise 0, a bug we do not copy).
+The noise of each class is labelled with that class, and all of it goes into the impair set
+(the public notebook labels every class's noise 0 and, counting channels instead of samples,
+repeats its first few noise samples: two bugs we do not copy, README "Methods"). The impair set's
+retain part is the retain subset every method receives (the notebook: the first 1,000 training
+samples of each retain class).
 """
 from __future__ import annotations
 
@@ -33,22 +37,23 @@ class UnsirParams:
     impair_epochs: int = 1
     repair_epochs: int = 1
     rounds: int = 1
-    batch_size: int = 128
+    batch_size: int = 256  # the public notebook's impair/repair batch
+    noise_in_train_mode: bool = True  # the model's mode while the noise is optimised (the notebook: train)
 
 
 # The reference CIFAR-10 recipe (the UNSIR paper's code) and the paper's toy example (PAPER.md).
 PRESETS = {
     "reference": UnsirParams(),
     "toy": UnsirParams(noise_batch=256, noise_lr=0.1, noise_steps=50 * 8, noise_lambda=0.1,
-                       impair_lr=0.3, repair_lr=0.15, rounds=3),
+                       impair_lr=0.3, repair_lr=0.15, rounds=3, batch_size=128),
 }
 
 
 def error_maximising_noise(model: nn.Module, forget_class: int, shape: tuple[int, ...],
                            params: UnsirParams, generator: torch.Generator,
                            device: torch.device) -> torch.Tensor:
-    """`params.noise_batch` inputs of `shape` that the frozen model misclassifies most."""
-    model.eval()
+    """`params.noise_batch` inputs of `shape` that the model (weights frozen) misclassifies most."""
+    model.train(params.noise_in_train_mode)
     noise = torch.randn(params.noise_batch, *shape, generator=generator).to(device).requires_grad_()
     optimizer = torch.optim.Adam([noise], lr=params.noise_lr)
     labels = torch.full((params.noise_batch,), forget_class, device=device)

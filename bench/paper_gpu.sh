@@ -26,7 +26,7 @@ source bench/preflight.sh
 
 RETRAINED=3,8
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    SIZE=(--device cpu --max-per-class 20 --epochs 2)
+    SIZE=(--device cpu --max-per-class 20 --epochs 2 --no-generated-data 20 --unlearn-epochs 2)
     REST=0
 else
     SIZE=(--device cuda --cuda-graph --no-mia)

@@ -5,9 +5,10 @@ Trains a ResNet18 (torchvision, no pretrained weights) on the CIFAR-10 training 
 --original-epochs (seconds per epoch), then for each retain percentage builds the mixed set as
 the pipeline does (retain subset + anti-samples, experiment.Experiment.unlearn) and fine-tunes
 two copies of the same original model on it with the paper's notebook hyperparameters
-(hparams.resolve("ResNet18", "cifar10", percent)):
+(hparams.resolve("ResNet18", "cifar10", percent)) and the authors' protocol (far neighbours among
+all retain-class training data, the model in eval mode while it fine-tunes):
   (a) published style: a DataLoader over a Python list of (image, label) tuples, batch 128,
-      shuffled, eager fp32, Adam, model.train();
+      shuffled, eager fp32, Adam, model.eval() as in the authors' loop;
   (b) ours: train_utils.train over the in-memory Split, once per --speeds variant (train_utils.Speed:
       fused Adam, CUDA graph, bf16, torch.compile; only "plain" on the CPU).
 Reports the seconds of each and the forget / retain test accuracy of each model, so a speed-up
@@ -92,7 +93,7 @@ def train_published_style(model: torch.nn.Module, data: Split, params: TrainPara
     loader = DataLoader(samples, batch_size=params.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
-    model.train()
+    model.eval()  # the authors' unlearning loop never leaves the eval mode their evaluation set
     for _ in range(params.epochs):
         for images, labels in loader:
             images, labels = images.to(device), labels.to(device)
@@ -147,12 +148,13 @@ def unlearn_both_ways(results: Results, train_data: Split, test: Split, original
     h = hparams.resolve(MODEL, "cifar10", percent)
     params = h.anti_sample_params
     retain = draw_retain_subset(train_data, forget_classes, percent, 10, seed)
+    pool = train_data.of_classes([c for c in range(10) if c != forget_class])  # the authors' pool
     anti = []
     anti_seconds = timed(lambda: anti.append(anti_sample_set(
-        train_data, forget_classes, retain, params, make_generator(seed, "anti", forget_classes, device=device))),
+        train_data, forget_classes, pool, params, make_generator(seed, "anti", forget_classes, device=device))),
         device)
     mixed = Split.join(retain, anti[0])
-    unlearn_params = TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size)
+    unlearn_params = TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size, eval_mode=True)
     run = {"percent": percent, "forget_class": forget_class, "retain_subset_size": len(retain),
            "anti_samples": len(anti[0]), "unlearn_epochs": h.unlearn_epochs, "unlearn_lr": unlearn_params.lr,
            "batch_size": h.batch_size, "anti_sample_seconds": anti_seconds, "ours": {}}

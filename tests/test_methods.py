@@ -1,5 +1,6 @@
 """Unlearning methods, membership inference and the comparison report."""
 import copy
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,8 @@ import torch
 
 import methods
 import single_class_unlearning
-from experiment import Experiment, make_generator, resolve_config
+from anti_sample import farthest_retain_indices
+from experiment import Experiment, resolve_config
 from methods import METHODS, UnlearnInputs
 from test_single_class import ROW_KEYS, run_script
 
@@ -40,6 +42,42 @@ def test_each_method_changes_the_model(method, experiment):
     changed = [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])]
     assert changed, f"{method} left every parameter as it was"
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def batchnorm_buffers(model):
+    return {name: b.clone() for name, b in model.named_buffers() if "running" in name or "num_batches" in name}
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_anti_sample_in_eval_mode_trains_weights_but_freezes_batchnorm_statistics(experiment, mode):
+    model = experiment.model_from(experiment.original_state)
+    weights, buffers = copy.deepcopy(dict(model.named_parameters())), batchnorm_buffers(model)
+    assert buffers, "the default model has BatchNorm layers"
+    METHODS["anti_sample"](model, dataclasses.replace(experiment.unlearn_inputs([3]), unlearn_mode=mode))
+    assert any(not torch.equal(p, weights[name]) for name, p in model.named_parameters())
+    bn_affine = [name for name in weights if "weight" in name and name.replace("weight", "running_mean") in buffers]
+    assert any(not torch.equal(dict(model.named_parameters())[n], weights[n]) for n in bn_affine)
+    unchanged = [torch.equal(b, buffers[name]) for name, b in batchnorm_buffers(model).items()]
+    assert all(unchanged) if mode == "eval" else not any(unchanged)
+
+
+def test_far_neighbours_come_from_all_retain_data_not_only_the_subset(experiment, monkeypatch):
+    """At Unlearning-30 the pool is every retain-class training sample (PAPER.md), and the far
+    neighbours the search picks include samples outside the 30% fine-tuning subset."""
+    inputs = experiment.unlearn_inputs([3])
+    retain_classes = [c for c in range(10) if c != 3]
+    assert len(inputs.pool) == len(experiment.train_data.of_classes(retain_classes))
+    assert len(inputs.retain) < 0.31 * len(inputs.pool)
+    searched = []
+    monkeypatch.setattr(methods, "anti_sample_set", lambda train, classes, pool, *rest: searched.append(pool) or
+                        methods.Split(train.images[:1], train.labels[:1]))
+    METHODS["anti_sample"](experiment.model_from(experiment.original_state), inputs)
+    assert searched == [inputs.pool]
+    far = farthest_retain_indices(inputs.forget.images.flatten(1), inputs.pool.images.flatten(1), 20).unique()
+    key = torch.randn(inputs.pool.images[0].numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    in_subset = set((inputs.retain.images.flatten(1).double() @ key).tolist())
+    chosen = (inputs.pool.images[far].flatten(1).double() @ key).tolist()
+    assert sum(value not in in_subset for value in chosen) > 0.5 * len(chosen)
 
 
 def test_ssd_trains_nothing(experiment, monkeypatch):

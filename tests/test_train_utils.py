@@ -6,8 +6,8 @@ from torch import nn
 
 from datasets import Split
 from errors import UserError
-from train_utils import (NonFiniteLossError, Speed, TrainParams, batches, evaluate, load_checkpoint,
-                         load_weights, save_checkpoint, train)
+from train_utils import (SELECT_FRACTION, BestEpoch, NonFiniteLossError, Speed, TrainParams, batches, evaluate,
+                         load_checkpoint, load_weights, save_checkpoint, train)
 
 
 class ConstantModel(nn.Module):
@@ -60,6 +60,44 @@ def test_static_batch_steps_match_the_plain_loop(mnist5k, masked):
         states.append(model.state_dict())
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
+
+
+def test_best_epoch_keeps_the_weights_of_the_epoch_with_the_best_sampled_accuracy():
+    """Accuracies we control: a constant model right on every sample (100 %) or on none (0 %)."""
+    data = Split(torch.zeros(50, 1), torch.full((50,), 2))
+    model = ConstantModel(0)
+    best = BestEpoch(model, data, torch.Generator().manual_seed(0))
+    for epoch, label in enumerate([0, 2, 1, 2], start=1):  # 0 %, 100 %, 0 %, 100 % (a tie: the first wins)
+        with torch.no_grad():
+            model.logits.copy_(nn.functional.one_hot(torch.tensor(label), 4).float())
+        best(epoch)
+    assert best.accuracies == [0.0, 100.0, 0.0, 100.0]
+    assert best.epoch == 2
+    assert best.state["logits"].argmax().item() == 2
+    assert best.count == round(50 * SELECT_FRACTION) == 15
+
+
+def test_best_epoch_draws_a_fresh_sample_each_epoch():
+    data = Split(torch.zeros(100, 1), torch.arange(100) % 4)
+    best = BestEpoch(ConstantModel(0), data, torch.Generator().manual_seed(0))
+    for epoch in range(1, 6):
+        best(epoch)
+    assert len(set(best.accuracies)) > 1  # 30 of 100 samples, a quarter of them class 0: shares vary
+
+
+@pytest.mark.parametrize("eval_mode", [False, True])
+def test_after_epoch_runs_every_epoch_and_the_mode_is_set_again(mnist5k, eval_mode):
+    import models
+    torch.manual_seed(0)
+    model = models.get_model("SmallCNN", 10, 1)
+    modes = []
+
+    def after_epoch(epoch):
+        modes.append((epoch, model.training))
+        model.eval()  # as an evaluation would; training must switch back
+    train(model, mnist5k[0].subset(torch.arange(256)), TrainParams(3, 1e-3, 128, eval_mode), torch.Generator(),
+          progress=False, after_epoch=after_epoch)
+    assert modes == [(1, not eval_mode), (2, not eval_mode), (3, not eval_mode)]
 
 
 def test_non_finite_loss_names_the_phase():
