@@ -14,6 +14,8 @@ oracle in tests and the baseline in benchmarks.
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 import torch
@@ -115,6 +117,20 @@ class DistanceBounds:
         return needed if len(needed) <= len(self.retain_sq) // 2 else None
 
 
+@contextlib.contextmanager
+def full_float32_matmul():
+    """Plain float32 matmuls inside, whatever the user set with
+    `torch.set_float32_matmul_precision` ("high" allows TF32 on CUDA): the pruning bounds and the
+    float32 candidates assume float32 rounding. The user's setting is restored afterwards."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+@full_float32_matmul()
 def farthest_retain_indices(forget: torch.Tensor, retain: torch.Tensor, k: int,
                             chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                             rank: int = BOUND_RANK) -> torch.Tensor:

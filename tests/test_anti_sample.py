@@ -138,3 +138,23 @@ def test_anti_sample_set_labels_each_class_set_with_its_class(mnist5k):
     anti = anti_sample_set(train, [0, 1], retain, PARAMS, gen())
     assert anti.images.shape == (2 * PARAMS.no_generated_data, 1, 28, 28)
     assert torch.equal(anti.labels, torch.tensor([0] * 300 + [1] * 300))
+
+
+def test_user_tf32_setting_is_overridden_inside_the_search_and_restored():
+    """A user who enabled TF32 (torch.set_float32_matmul_precision("high")) still gets the
+    reference's neighbours, and keeps the setting."""
+    generator = torch.Generator().manual_seed(3)
+    forget, retain = torch.randn(40, 64, generator=generator), torch.randn(500, 64, generator=generator)
+    torch.set_float32_matmul_precision("high")
+    try:
+        seen = []
+        real_addmm = torch.addmm
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch, "addmm", lambda *a, **k: seen.append(torch.get_float32_matmul_precision())
+                          or real_addmm(*a, **k))
+            fast = farthest_retain_indices(forget, retain, 5)
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.equal(fast, farthest_retain_indices_reference(forget, retain, 5))
+    finally:
+        torch.set_float32_matmul_precision("highest")

@@ -1,4 +1,4 @@
-"""CI executes every notebook end to end in smoke mode (UNLEARN_SMOKE=1)."""
+"""CI executes every notebook end to end in smoke mode (UNLEARN_SMOKE=1); the committed outputs say where they came from."""
 import time
 
 import nbformat
@@ -17,10 +17,20 @@ def test_the_three_notebooks_are_there():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_outputs_state_their_command_and_machine(path):
+    """Notebooks are committed with the outputs of a real run; the first cell says which."""
+    notebook = nbformat.read(path, as_version=4)
+    assert any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "run it and commit it"
+    intro = notebook.cells[0].source
+    assert "- Command: `" in intro and "notebooks/run.py" in intro and path.name in intro
+    assert "- Machine: " in intro
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     monkeypatch.setenv("UNLEARN_SMOKE", "1")
+    monkeypatch.delenv("NOTEBOOK_FLAGS", raising=False)
     notebook = nbformat.read(path, as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     start = time.monotonic()
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on a failing cell

@@ -187,3 +187,47 @@ def test_torchrun_splits_classes_across_two_processes_and_rank_0_merges(clean_ru
     assert result.returncode == 0, result.stderr[-3000:]
     assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
     assert result.stdout.count("wrote summary.json") == 1  # only rank 0 reports
+
+
+def test_missing_mlxtend_is_a_one_line_error_naming_the_package(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import fails as if not installed
+    status, err = main("single_class_unlearning", ["--epochs", "1"], capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and "mlxtend" in err and "pip install mlxtend" in err
+
+
+def test_cuda_index_beyond_the_gpus_present_is_refused(monkeypatch):
+    import experiment
+    from errors import UserError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="cuda:3 is not available here: this machine has 1 CUDA GPU"):
+        experiment.resolve_device("cuda:3")
+    assert experiment.resolve_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
+    import datetime
+
+    import torch.distributed as dist
+
+    import experiment
+    import single_class_unlearning
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def init_process_group(backend, **kwargs):
+        seen.update(backend=backend, **kwargs)
+        raise Stop
+    monkeypatch.setattr(dist, "init_process_group", init_process_group)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = single_class_unlearning.get_args_parser().parse_args(
+        ["--device", "cpu", "--dist-timeout-minutes", "90", "--out", str(tmp_path)])
+    with pytest.raises(Stop):
+        experiment.run_units(experiment.resolve_config(args, multi_class=False), [[0]])
+    assert seen == {"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}
+    default = single_class_unlearning.get_args_parser().parse_args([])
+    assert default.dist_timeout_minutes == experiment.DIST_TIMEOUT_MINUTES >= 60
