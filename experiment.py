@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import hashlib
 import io
 import json
@@ -271,7 +272,8 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
-        progress=args.progress, dist_timeout_minutes=args.dist_timeout_minutes, mia=args.mia, repair_epochs=args.repair_epochs,
+        progress=args.progress, dist_timeout_minutes=args.dist_timeout_minutes, mia=args.mia,
+        repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods, retrain=not args.no_retrain), hparams=run_hparams,
         unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
 
@@ -443,7 +445,8 @@ class Experiment:
         c, h = self.config, self.config.hparams
         data_root = str(Path(c.data_root).resolve()) if c.data_root else None
         return {"dataset": c.dataset, "data_root": data_root, "max_per_class": c.max_per_class,
-                "model": c.model, "architecture_version": get_model_entry(c.model).version, "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
+                "model": c.model, "architecture_version": get_model_entry(c.model).version,
+                "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
                 "batch_size": h.batch_size, "seed": c.seed, "device": torch.device(c.device).type,
                 "cache_format": CACHE_FORMAT,
                 **({"speed": asdict(c.speed)} if c.speed != PLAIN else {})}
@@ -746,8 +749,6 @@ def run_units(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, li
     if world == 1:
         experiment = Experiment(config)
         return experiment, experiment.run(units, config.methods)
-    import datetime
-
     import torch.distributed as dist
 
     cuda = torch.device(config.device).type == "cuda"

@@ -220,11 +220,17 @@ def main() -> int:
     if args.write_input:
         torch.save(make_input(args), args.write_input)
         return 0
-    result = run(args)
-    print(summary(result))
+    try:
+        result = run(args)
+    except Exception as error:  # noqa: BLE001 - recorded in the JSON, so a GPU session keeps the reason
+        result = {"error": f"{type(error).__name__}: {error}", "device": args.device, "torch": torch.__version__}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if "error" in result:
+        print(f"error: {result['error']}", file=sys.stderr)
+        return 1
+    print(summary(result))
     if not result["same_neighbours"]:
         print("error: the fast path's far neighbours differ from the reference's", file=sys.stderr)
         return 1

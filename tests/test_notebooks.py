@@ -1,4 +1,4 @@
-"""CI executes every notebook end to end in smoke mode (UNLEARN_SMOKE=1); the committed outputs say where they came from."""
+"""CI executes every notebook in smoke mode (UNLEARN_SMOKE=1); committed outputs say where they came from."""
 import time
 
 import nbformat
