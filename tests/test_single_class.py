@@ -38,6 +38,10 @@ def test_summary_has_the_documented_schema(mnist5k_run):
     assert set(summary["mean"]) == set(summary["std"]) >= ROW_KEYS
     assert summary["config"]["dataset"] == "mnist5k" and summary["config"]["model"] == "SmallCNN"
     assert summary["config"]["hparams"]["unlearn_epochs"] == 5
+    protocol = {k: summary["config"][k] for k in ("unlearn_mode", "neighbour_pool", "select")}
+    assert protocol == {"unlearn_mode": "eval", "neighbour_pool": "all", "select": "best-test"}  # the authors'
+    epochs = summary["config"]["hparams"]["epochs"]
+    assert all(1 <= row[key] <= epochs for row in summary["per_class"] for key in ("original_epoch", "retrained_epoch"))
 
 
 def test_the_model_forgets_and_keeps_the_rest(mnist5k_run):
@@ -52,6 +56,7 @@ def test_the_model_forgets_and_keeps_the_rest(mnist5k_run):
 def test_table_and_csv_are_written(mnist5k_run):
     result, summary, out = mnist5k_run
     assert "mean" in result.stdout and "std" in result.stdout
+    assert "--select best-test" in result.stdout and "looks at test data" in result.stdout
     lines = (out / "results" / "summary.csv").read_text().splitlines()
     assert lines[0].startswith("row,method,forget_class,original_retain_test_acc")
     assert [line.split(",")[0] for line in lines[1:]] == ["unit", "unit", "mean", "std"]
