@@ -268,7 +268,7 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
     speed = resolve_speed(args, device)
     out = resolve_out(args, multi_class)
     return RunConfig(
-        dataset=args.dataset, model=args.model, retain_percent=args.retain_percent,
+        dataset=args.dataset, model=args.model, retain_percent=float(args.retain_percent),  # 30 and 30.0: one key
         multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,

@@ -106,3 +106,13 @@ def test_help_explains_every_flag():
                  "--data-root", "--device", "--seed", "--out", "--checkpoint", "--no-retrain",
                  "--pretrained", "--no-pretrained", "--repair-epochs"]:
         assert flag in result.stdout
+
+
+def test_default_and_explicit_retain_percent_reuse_the_same_results(tmp_path):
+    """The script's default (30) and --retain-percent 30 must key the same cached results."""
+    import single_class_unlearning
+    from experiment import resolve_config
+    parser = single_class_unlearning.get_args_parser()
+    default = resolve_config(parser.parse_args(["--out", str(tmp_path)]), multi_class=False)
+    explicit = resolve_config(parser.parse_args(["--out", str(tmp_path), "--retain-percent", "30"]), multi_class=False)
+    assert json.dumps(default.to_dict(), sort_keys=True) == json.dumps(explicit.to_dict(), sort_keys=True)
