@@ -186,7 +186,7 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
                                "data (the authors', also at Unlearning-30) or only the retain subset")
     protocol.add_argument("--select", choices=SELECTIONS, default="best-test",
                           help=f"epoch kept of the original and retrained models: best-test is the "
-                               f"authors' (best accuracy on a random {SELECT_FRACTION:.0%} of the test set, "
+                               f"authors' (best accuracy on a random {SELECT_FRACTION * 100:.0f}%% of the test set, "
                                f"drawn anew each epoch: it looks at test data), last is the final epoch")
 
     speed = parser.add_argument_group(
