@@ -122,20 +122,25 @@ class Results:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.data, indent=2) + "\n")
 
-    def step(self, name: str, call, into: dict | None = None):
+    def step(self, name: str, call, into: dict | None = None, label: str | None = None):
         """Runs `call`, stores its value under `name` in `into` (the top level by default), prints
-        it and writes the file; on an exception records its one-line message instead and returns None."""
+        it and writes the file; on an exception records its one-line message under `label` (default
+        `name`; it must be unique across the bench) instead and returns None."""
+        label = label or name
         try:
             value = call()
         except Exception as error:  # noqa: BLE001 - a bench step's failure is a result to keep
-            self.data["errors"][name] = f"{type(error).__name__}: {error}"
-            print(f"step {name} failed: {self.data['errors'][name]}", file=sys.stderr, flush=True)
-            value = None
-        else:
-            (self.data if into is None else into)[name] = value
-            print(f"{name}: {json.dumps(value)}", flush=True)
+            self.record_error(label, error)
+            return None
+        (self.data if into is None else into)[name] = value
+        print(f"{label}: {json.dumps(value)}", flush=True)
         self.write()
         return value
+
+    def record_error(self, label: str, error: Exception) -> None:
+        self.data["errors"][label] = f"{type(error).__name__}: {error}"
+        print(f"step {label} failed: {self.data['errors'][label]}", file=sys.stderr, flush=True)
+        self.write()
 
     @property
     def failed(self) -> bool:
@@ -166,8 +171,8 @@ def unlearn_both_ways(results: Results, train_data: Split, test: Split, original
         seconds = timed(lambda: train_published_style(
             published, mixed, unlearn_params, derived_seed(seed, "unlearn", forget_classes)), device)
         return {"train_seconds": seconds, **accuracies(published, test, forget_classes)}
-    published = results.step(f"{tag}/published_loop", published_loop, run)
-    run["published_loop"] = published
+    run["published_loop"] = None  # stays None if the step fails
+    published = results.step("published_loop", published_loop, run, label=f"{tag}/published_loop")
 
     def ours(name: str):
         model = new_model(seed, device, original_state)
@@ -177,7 +182,7 @@ def unlearn_both_ways(results: Results, train_data: Split, test: Split, original
         return {"train_seconds": seconds, "unlearning_seconds": anti_seconds + seconds,
                 "speedup_vs_published": speedup, **accuracies(model, test, forget_classes)}
     for name in speeds:
-        results.step(name, lambda: ours(name), run["ours"])
+        results.step(name, lambda: ours(name), run["ours"], label=f"{tag}/{name}")
 
 
 def run(args, results: Results) -> None:
@@ -211,14 +216,13 @@ def run(args, results: Results) -> None:
                   progress=False, speed=SPEEDS[name])
         return {"first": timed(one_epoch, device), "second": timed(one_epoch, device)}
     for name in speeds:
-        results.step(name, lambda: two_epochs(name), results.data["epoch_seconds"])
+        results.step(name, lambda: two_epochs(name), results.data["epoch_seconds"], label=f"epoch_seconds/{name}")
     for p in args.percents.split(","):
         try:
             unlearn_both_ways(results, train_data, test, original_state, float(p), args.forget_class, args.seed,
                               device, speeds)
         except Exception as error:  # noqa: BLE001 - recorded; the next percentage still runs
-            results.data["errors"][f"unlearning_{p}"] = f"{type(error).__name__}: {error}"
-            print(f"unlearning {p} failed: {error}", file=sys.stderr, flush=True)
+            results.record_error(f"unlearning_{p}", error)
     results.data.update({"load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
                          "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())})
     results.write()
