@@ -5,6 +5,7 @@
 # models are trained once (the first run) and read from the cache by the others; best-test and
 # last epoch come from the same training run. Results: $OUT/<variant>/summary.json and a log.
 #     bash bench/cifar_cpu.sh        # about 30 minutes on 2 cores
+#     bash bench/cifar_cpu.sh "--select last"    # only the variants named (models from the cache)
 set -uo pipefail
 OUT="${OUT:-bench/measured/cifar_cpu}"
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -13,7 +14,9 @@ mkdir -p "$OUT"
 RUN=("$PYTHON" single_class_unlearning.py --dataset cifar10 --data-root "$ARCHIVE" --model ResNet18 --no-pretrained
      --max-per-class 1000 --epochs 10 --classes 3,8 --device cpu --no-progress --cache-dir "$OUT/checkpoints")
 status=0
-for variant in "defaults" "--unlearn-mode train" "--neighbour-pool subset" "--select last"; do
+VARIANTS=("defaults" "--unlearn-mode train" "--neighbour-pool subset" "--select last")
+(( $# )) && VARIANTS=("$@")
+for variant in "${VARIANTS[@]}"; do
     name=$(echo "$variant" | tr -d '-' | tr ' ' '_')
     echo "== $variant ($(date -u +%H:%M:%S))" | tee -a "$OUT/log.txt"
     flags=(); [[ "$variant" != defaults ]] && read -ra flags <<< "$variant"
