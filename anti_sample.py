@@ -1,193 +1,83 @@
-"""Anti-sample generation (Mondal & Samanta, 2025; ../shared/PAPER.md) and the unlearning step.
+"""Anti-samples (Mondal & Samanta, 2025; ../shared/PAPER.md) and unlearning with them.
+
+    model, record = anti_sample.unlearn(model, forget, retain)   # your classifier, your data
 
 For each forget sample, pick one of its k farthest retain samples N, perturb N with Gaussian
 noise whose per-feature scale is lambda * (|F - N| + eps), keep each perturbed feature with
 probability p, repeat m times, and optionally mix the n_f * m candidates into g anti-samples
-with softmax(Gaussian) convex weights. The anti-samples, labelled with the forget class and
-mixed with the retain subset, are what the model is fine-tuned on to forget.
+with softmax(Gaussian) convex weights. The anti-samples, labelled with their forget class and
+mixed with the retain data, are what the model is fine-tuned on to forget.
 
-`make_anti_samples` is the fast path: far neighbours by chunked matmul distances, pruned by
-distance bounds where the rows have structure (images), all m rounds drawn at once, on whatever
-device the tensors live. `make_anti_samples_reference`
-follows PAPER.md step by step (full distance matrix, full sort, a loop over rounds); it is the
-oracle in tests and the baseline in benchmarks.
+`unlearn` is the one implementation: the entry scripts, notebooks and benches call it too.
+`make_anti_samples` is the fast generator (far neighbours from `far_neighbours.py`, all m rounds
+drawn at once, on whatever device the tensors live); `make_anti_samples_reference` follows
+PAPER.md step by step and is the oracle in tests and the baseline in benchmarks.
 """
 from __future__ import annotations
 
-import contextlib
-
+import dataclasses
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
-from datasets import Split
+from datasets import Split, as_split
+from errors import UserError
+from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
+from hparams import BASE_LR, BATCH_SIZE, EPS, NO_GENERATED_DATA, NOTEBOOK_TABLE, UNLEARN_EPOCHS_SINGLE
+from train_utils import Speed, TrainParams, synchronize, train
 
-DEFAULT_CHUNK_ELEMENTS = 1 << 22  # distance-matrix entries held at once (16 MiB of float32)
-CANDIDATE_MARGIN = 8  # float32 candidates beyond k, re-ranked in float64 (rounding only swaps near-ties)
-# Pruning by distance bounds (farthest_retain_indices, step 1)
-BOUND_RANK = 128  # principal directions in the bound basis
-BOUND_SAMPLE = 512  # retain rows the directions are computed from
-BOUND_MAX_RESIDUAL = 0.5  # prune only if the basis holds at least half of the rows' squared norm
-BOUND_MIN_RETAIN = 2048  # fewer retain rows: score them all, pruning would not pay
-BOUND_CHUNK_ROWS = 128  # forget rows sharing one set of retain rows to score
-BOUND_ROUNDING = 1e-4  # relative room for float32 rounding in bounds and scores
+UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
+_PAPER_ROW = NOTEBOOK_TABLE[("ResNet18", "cifar10", 30)]  # the defaults below
 
 
 @dataclass(frozen=True)
 class AntiSampleParams:
-    local_variance: float  # lambda: noise scale, in units of |F - N| + eps
-    size_multiplier: int  # m: rounds, each giving one candidate per forget sample
-    p: float  # probability of keeping a perturbed feature (else the neighbour's feature)
-    tail_randomized: int | None  # k: draw among the k farthest retain samples; None: the farthest
-    no_generated_data: int  # g: anti-samples out of the convex combination
-    eps: float = 0.01  # floor of the noise scale, in normalised pixel units
-    convex_combination: bool = True  # False: output the n_f * m candidates themselves
+    """Every option of the method. Defaults: the paper's CIFAR-10 / ResNet18 Unlearning-30
+    notebook row (hparams.NOTEBOOK_TABLE) with its 5 epochs; other rows: hparams.resolve."""
+    # anti-samples (PAPER.md steps 1-3)
+    local_variance: float = _PAPER_ROW.local_variance  # lambda: noise scale, in units of |F - N| + eps
+    size_multiplier: int = _PAPER_ROW.size_multiplier  # m: rounds, each giving one candidate per forget sample
+    p: float = _PAPER_ROW.p  # probability of keeping a perturbed feature (else the neighbour's feature)
+    tail_randomized: int | None = _PAPER_ROW.tail_randomized  # k: draw among the k farthest; None: the farthest
+    no_generated_data: int = NO_GENERATED_DATA[30]  # g: anti-samples per forget class
+    eps: float = EPS  # floor of the noise scale, in the data's (normalised) units
+    convex_combination: bool = _PAPER_ROW.convex_combination  # False: the n_f * m candidates themselves
+    # fine-tuning on retain data + anti-samples (step 4), Adam and cross-entropy
+    epochs: int = UNLEARN_EPOCHS_SINGLE
+    lr: float = BASE_LR * _PAPER_ROW.unlearn_scale_lr
+    batch_size: int = BATCH_SIZE
+    unlearn_mode: str = "eval"  # eval: BatchNorm statistics frozen, dropout off (the authors'); train
+    repair_epochs: int = 0  # ours: then this many epochs on the retain data alone, at repair_lr
+    repair_lr: float = BASE_LR
 
     def __post_init__(self):
-        if self.local_variance < 0 or self.size_multiplier < 1 or not 0 <= self.p <= 1:
-            raise ValueError(f"invalid anti-sample parameters: {self}")
-        if self.tail_randomized is not None and self.tail_randomized < 1:
-            raise ValueError(f"tail_randomized must be >= 1 or None, got {self.tail_randomized}")
-        if self.convex_combination and self.no_generated_data < 1:
-            raise ValueError(f"no_generated_data must be >= 1, got {self.no_generated_data}")
+        checks = [("local_variance", self.local_variance >= 0, ">= 0"),
+                  ("size_multiplier", self.size_multiplier >= 1, ">= 1"),
+                  ("p", 0 <= self.p <= 1, "in [0, 1]"),
+                  ("tail_randomized", self.tail_randomized is None or self.tail_randomized >= 1, ">= 1 or None"),
+                  ("no_generated_data", self.no_generated_data >= 1 or not self.convex_combination, ">= 1"),
+                  ("eps", self.eps >= 0, ">= 0"), ("epochs", self.epochs >= 1, ">= 1"),
+                  ("lr", self.lr > 0, "> 0"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("unlearn_mode", self.unlearn_mode in UNLEARN_MODES, f"one of {', '.join(UNLEARN_MODES)}"),
+                  ("repair_epochs", self.repair_epochs >= 0, ">= 0"), ("repair_lr", self.repair_lr > 0, "> 0")]
+        for name, valid, expected in checks:
+            if not valid:
+                raise UserError(f"anti-sample option {name}={getattr(self, name)!r}: expected {expected}")
 
     @property
     def num_far(self) -> int:
         return self.tail_randomized or 1
 
-
-# ----------------------------------------------------------------------------------------------
-# Far neighbours
-
-
-def bound_basis(retain: torch.Tensor, rank: int = BOUND_RANK) -> torch.Tensor | None:
-    """An orthonormal (d, <= rank + 1) float32 basis for distance bounds: the retain rows' mean
-    and the top principal directions of `BOUND_SAMPLE` evenly spaced retain rows. None when it
-    would not prune: the rows are few, or (unstructured data) the basis leaves more than
-    `BOUND_MAX_RESIDUAL` of the squared norm of as many other retain rows outside it."""
-    n, d = retain.shape
-    if rank < 1 or n < BOUND_MIN_RETAIN or d <= 2 * rank:
-        return None
-    picks = torch.linspace(0, n - 1, 2 * BOUND_SAMPLE, device=retain.device).long()
-    sample, held_out = retain[picks[0::2]], retain[picks[1::2]]
-    mean = sample.mean(0)
-    centred = sample - mean
-    # PCA via the (small) Gram matrix; float64 where it is cheap, so the basis is orthonormal
-    values, vectors = torch.linalg.eigh((centred @ centred.T).double())  # ascending
-    values, vectors = values.flip(0)[:rank], vectors.flip(1)[:, :rank]
-    directions = centred.T.double() @ (vectors / values.clamp_min(1e-12).sqrt())
-    basis = torch.linalg.qr(torch.cat([mean[:, None].double(), directions], dim=1)).Q.float()
-    residual = 1 - (held_out @ basis).square().sum() / held_out.square().sum()
-    return basis if residual <= BOUND_MAX_RESIDUAL else None
-
-
-@dataclass
-class DistanceBounds:
-    """Bounds on every score ||r||^2 - 2 f.r of a forget row f against the retain rows r.
-
-    Split f.r over an orthonormal basis B and its complement Q: f.r = (Bf).(Br) + (Qf).(Qr),
-    and |(Qf).(Qr)| <= ||Qf|| ||Qr||, so one rank-r matmul bounds every score from both sides,
-    whatever the basis (a good one makes the bounds tight)."""
-    basis: torch.Tensor  # (d, r)
-    retain_proj: torch.Tensor  # (n_r, r): B r
-    retain_rest: torch.Tensor  # (n_r,): ||Q r||
-    retain_sq: torch.Tensor  # (n_r,): ||r||^2
-    retain_norm: torch.Tensor  # (n_r,): ||r||
-
     @classmethod
-    def of(cls, retain: torch.Tensor, retain_norm: torch.Tensor, rank: int) -> DistanceBounds | None:
-        basis = bound_basis(retain, rank)
-        if basis is None:
-            return None
-        proj, retain_sq = retain @ basis, retain_norm.square()
-        return cls(basis, proj, (retain_sq - proj.square().sum(1)).clamp_min(0).sqrt(), retain_sq, retain_norm)
-
-    def rows_to_score(self, chunk: torch.Tensor, k: int) -> torch.Tensor | None:
-        """Indices of the retain rows that may be among the k farthest of some row of `chunk`:
-        those whose upper bound reaches that row's k-th largest lower bound. None when that is
-        over half of them (then scoring all is cheaper)."""
-        proj = chunk @ self.basis
-        rest = (torch.linalg.vector_norm(chunk, dim=1).square() - proj.square().sum(1)).clamp_min(0).sqrt()
-        centre = torch.addmm(self.retain_sq, proj, self.retain_proj.T, alpha=-2)
-        # 2 ||Qf|| ||Qr||, plus room for float32 rounding in these bounds
-        slack = (torch.outer(2 * rest, self.retain_rest)
-                 + BOUND_ROUNDING * (self.retain_sq + 2 * rest.max() * self.retain_norm))
-        threshold = (centre - slack).topk(k, dim=1).values[:, -1:]
-        needed = ((centre + slack) >= threshold).any(0).nonzero().squeeze(1)
-        return needed if len(needed) <= len(self.retain_sq) // 2 else None
-
-
-@contextlib.contextmanager
-def full_float32_matmul():
-    """Plain float32 matmuls inside, whatever the user set with
-    `torch.set_float32_matmul_precision` ("high" allows TF32 on CUDA): the pruning bounds and the
-    float32 candidates assume float32 rounding. The user's setting is restored afterwards."""
-    precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(precision)
-
-
-@full_float32_matmul()
-def farthest_retain_indices(forget: torch.Tensor, retain: torch.Tensor, k: int,
-                            chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                            rank: int = BOUND_RANK) -> torch.Tensor:
-    """(n_f, k) indices into `retain` of each forget row's k farthest retain rows, farthest first,
-    ranked by float64 squared distances (as the reference ranks them).
-
-    Rows are ranked by ||r||^2 - 2 f.r (the squared distance less ||f||^2, which a row shares),
-    a chunk of forget rows at a time, in one of two ways:
-    - Pruned (images and other structured rows; `DistanceBounds`, basis of rank `rank`): the
-      `BOUND_CHUNK_ROWS` rows of a chunk score, exactly and in float64, only the retain rows one
-      of them may still need (on CIFAR-10 about 6 %). Exact: the bounds always hold.
-    - Dense (unstructured rows, or pruning would keep over half): one fused float32 matmul,
-      top-(k + 8), and those candidates re-ranked by float64 distances, so float32 rounding
-      cannot reorder the result.
-    At most about `chunk_elements` scores (or candidate features) exist at once."""
-    forget, retain = forget.flatten(1), retain.flatten(1)
-    k = min(k, len(retain))
-    retain_norm = torch.linalg.vector_norm(retain, dim=1)  # no (n_r, d) temporary
-    retain_sq = retain_norm.square()
-    retain_sq64 = torch.cat([torch.linalg.vector_norm(r.double(), dim=1).square() for r in retain.split(256)])
-    bounds = DistanceBounds.of(retain, retain_norm, rank)
-    rows = BOUND_CHUNK_ROWS if bounds is not None else max(1, chunk_elements // len(retain))
-    out = torch.empty(len(forget), k, dtype=torch.long, device=forget.device)
-    for start in range(0, len(forget), rows):
-        chunk = forget[start:start + rows]
-        needed = bounds.rows_to_score(chunk, k) if bounds is not None else None
-        if needed is not None:
-            scores = retain_sq64[needed] - 2 * chunk.double() @ retain[needed].double().T
-            out[start:start + len(chunk)] = needed[scores.topk(k, dim=1).indices]
-        else:
-            out[start:start + len(chunk)] = _dense_farthest(chunk, retain, retain_sq, retain_sq64, k, chunk_elements)
-    return out
-
-
-def _dense_farthest(chunk: torch.Tensor, retain: torch.Tensor, retain_sq: torch.Tensor,
-                    retain_sq64: torch.Tensor, k: int, chunk_elements: int) -> torch.Tensor:
-    """`farthest_retain_indices` for one chunk without pruning: float32 scores of every retain
-    row, top-(k + 8), re-ranked by float64 distances."""
-    num_candidates = min(k + CANDIDATE_MARGIN, len(retain))
-    # ||r||^2 - 2 f.r in one fused matmul
-    candidates = torch.addmm(retain_sq, chunk, retain.T, alpha=-2).topk(num_candidates, dim=1).indices
-    rescore_rows = max(1, chunk_elements // 8 // (num_candidates * retain.shape[1]))
-    out = torch.empty(len(chunk), k, dtype=torch.long, device=chunk.device)
-    for sub in range(0, len(chunk), rescore_rows):  # float64 distances to the few candidates
-        f64 = chunk[sub:sub + rescore_rows].double()
-        cand = candidates[sub:sub + rescore_rows]
-        dots = torch.bmm(retain[cand].double(), f64[:, :, None]).squeeze(2)
-        exact = retain_sq64[cand] - 2 * dots
-        out[sub:sub + len(cand)] = cand.gather(1, exact.topk(k, dim=1).indices)
-    return out
-
-
-def farthest_retain_indices_reference(forget: torch.Tensor, retain: torch.Tensor, k: int) -> torch.Tensor:
-    """PAPER.md step 1 as written: the full distance matrix (float64, so the ranking is exact),
-    every row fully sorted."""
-    distances = torch.cdist(forget.flatten(1).double(), retain.flatten(1).double())
-    return distances.argsort(dim=1, descending=True)[:, :k]
+    def from_run(cls, h, **options: Any) -> AntiSampleParams:
+        """The options of an entry-script run from its `hparams.RunHparams` (unlearning lr =
+        unlearn_scale_lr x lr; repair at lr), plus `options`."""
+        return cls(h.local_variance, h.size_multiplier, h.p, h.tail_randomized, h.no_generated_data, h.eps,
+                   h.convex_combination, h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size,
+                   repair_lr=h.lr, **options)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,12 +130,122 @@ def make_anti_samples_reference(forget: torch.Tensor, retain: torch.Tensor, para
     return a.reshape(-1, *shape)
 
 
-def anti_sample_set(train: Split, forget_classes: list[int], retain: Split, params: AntiSampleParams,
-                    generator: torch.Generator) -> Split:
-    """Anti-samples for each forget class (its training samples against `retain`), labelled
-    with that class (PAPER.md step 4; multi-class: one set per class)."""
+def anti_sample_set(forget: Split, pool: Split, params: AntiSampleParams, generator: torch.Generator) -> Split:
+    """Anti-samples for each class in `forget` (its samples against the retain samples in `pool`),
+    labelled with that class (PAPER.md step 4; several classes: one set per class, in label order)."""
     parts = []
-    for c in forget_classes:
-        images = make_anti_samples(train.of_classes([c]).images, retain.images, params, generator)
+    for c in forget.labels.unique().tolist():
+        images = make_anti_samples(forget.of_classes([c]).images, pool.images, params, generator)
         parts.append(Split(images, torch.full((len(images),), c, device=images.device)))
     return Split.join(*parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Unlearning
+
+
+@dataclass
+class UnlearnRecord:
+    """What `unlearn` did."""
+    forget_classes: list[int]
+    anti_samples: int  # made, all forget classes together
+    epochs: int  # on retain data + anti-samples
+    repair_epochs: int  # then on retain data alone
+    seconds: float  # wall time: anti-samples and fine-tuning
+
+
+def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParams | None = None, *,
+            forget_classes: list[int] | None = None, device: torch.device | str | None = None,
+            generator: torch.Generator | None = None, noise_generator: torch.Generator | None = None,
+            progress: bool = True, speed: Speed | None = None, **options: Any) -> tuple[nn.Module, UnlearnRecord]:
+    """Make `model` forget the classes of `forget`, with anti-samples. **The model is changed in
+    place** (and returned); copy it first to keep the original.
+
+    - `forget`, `retain`, `pool`: `(images, labels)` tensor pairs, `datasets.Split`s or map-style
+      Datasets of `(image, label)`. `forget` holds the samples of the class(es) to forget; `retain`
+      the retain data to fine-tune on; `pool` (default: `retain`) the retain data searched for far
+      neighbours (the entry scripts pass all retain-class training data, as the authors do).
+    - `params` and/or keyword `options` (any `AntiSampleParams` field, e.g. `epochs=3, lr=1e-3`;
+      options win); defaults: the paper's CIFAR-10 ResNet18 Unlearning-30 row.
+    - `forget_classes`: default, the labels in `forget`; given, each must have samples there.
+    - `device`: default, the model's; the data are moved there.
+    - `generator`: CPU generator of the minibatch shuffles (default: drawn from torch's global
+      seed); `noise_generator`: on `device`, of the anti-sample draws (default: seeded from
+      `generator`).
+    - `speed`: `train_utils.Speed` (default: fused Adam and CUDA graphs on CUDA, plain elsewhere).
+    Returns `(model, UnlearnRecord)`. Bad input raises `errors.UserError` with a one-line message."""
+    try:
+        params = dataclasses.replace(params or AntiSampleParams(), **options)
+    except TypeError:
+        known = [f.name for f in dataclasses.fields(AntiSampleParams)]
+        unknown = sorted(set(options) - set(known))
+        raise UserError(f"unknown option {unknown[0] if unknown else options}; known: {', '.join(known)}") from None
+    device = torch.device(device) if device is not None else _model_device(model)
+    model.to(device)
+    forget, retain = as_split(forget, "forget", device), as_split(retain, "retain", device)
+    pool = retain if pool is None else as_split(pool, "pool", device)
+    classes = check_unlearn_inputs(model, forget, retain, pool, forget_classes)
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,))))
+    if noise_generator is None:
+        noise_generator = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
+    speed = Speed.default_for(device) if speed is None else speed
+
+    synchronize(device)
+    start = time.perf_counter()
+    anti = anti_sample_set(forget, pool, params, noise_generator)
+    name = f"unlearning {','.join(map(str, classes))}"
+    eval_mode = params.unlearn_mode == "eval"
+    train(model, Split.join(retain, anti), TrainParams(params.epochs, params.lr, params.batch_size, eval_mode),
+          generator, phase=name, progress=progress, speed=speed)
+    if params.repair_epochs:
+        train(model, retain, TrainParams(params.repair_epochs, params.repair_lr, params.batch_size, eval_mode),
+              generator, phase=f"repair {name}", progress=progress, speed=speed)
+    synchronize(device)
+    return model, UnlearnRecord(classes, len(anti), params.epochs, params.repair_epochs, time.perf_counter() - start)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        raise UserError("model has no parameters to unlearn with")
+    return parameter.device
+
+
+@torch.no_grad()
+def check_unlearn_inputs(model: nn.Module, forget: Split, retain: Split, pool: Split,
+                         forget_classes: list[int] | None) -> list[int]:
+    """The forget classes, after checking that the data fit each other and the model."""
+    for name, data in [("forget", forget), ("retain", retain), ("pool", pool)]:
+        if not len(data):
+            raise UserError(f"{name} data are empty")
+        if data.images.shape[1:] != retain.images.shape[1:]:
+            raise UserError(f"{name} images are {tuple(data.images.shape[1:])} but retain images are "
+                            f"{tuple(retain.images.shape[1:])}; all data must have one shape")
+        if data.labels.min() < 0:
+            raise UserError(f"{name} labels must be class indices >= 0, found {int(data.labels.min())}")
+    present = forget.labels.unique().tolist()
+    classes = present if forget_classes is None else sorted(forget_classes)
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise UserError(f"forget class {missing[0]} has no samples in the forget data (its labels: {present})")
+    extra = [c for c in present if c not in classes]
+    if extra:
+        raise UserError(f"forget data hold class {extra[0]}, which is not in forget_classes {classes}")
+    overlap = [c for c in classes if (retain.labels == c).any() or (pool.labels == c).any()]
+    if overlap:
+        raise UserError(f"retain (or pool) data hold samples of forget class {overlap[0]}; give retain classes only")
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = model(retain.images[:1])
+    except RuntimeError as error:
+        raise UserError(f"the model cannot take retain images of shape {tuple(retain.images.shape[1:])} "
+                        f"({str(error).splitlines()[0]})") from None
+    finally:
+        model.train(was_training)
+    largest = max(int(d.labels.max()) for d in (forget, retain, pool))
+    if outputs.ndim != 2 or outputs.shape[1] <= largest:
+        raise UserError(f"the model outputs shape {tuple(outputs.shape)} per batch, but labels go up to {largest}: "
+                        f"it needs (batch, at least {largest + 1}) class scores")
+    return classes

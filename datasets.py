@@ -48,6 +48,47 @@ class Split:
         return self.subset(mask.nonzero().squeeze(1))
 
 
+def as_split(data, name: str, device: torch.device | str) -> Split:
+    """`data` as a `Split` on `device`: a Split, an `(images, labels)` pair of tensors, or a
+    map-style Dataset of `(image, label)` (read item by item; its images must be tensors or
+    arrays). Raises UserError naming `name` for anything else."""
+    if isinstance(data, Split):
+        images, labels = data.images, data.labels
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        images, labels = data
+    elif isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
+        images, labels = data.tensors
+    elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (str, bytes)):
+        try:
+            items = [data[i] for i in range(len(data))]
+            images = torch.stack([torch.as_tensor(np.asarray(image)) for image, _ in items]) if items else torch.empty(0)
+            labels = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise UserError(f"{name}: its items must be (image, label) with tensor or array images of one "
+                            f"shape and integer labels ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    else:
+        raise UserError(f"{name}: expected an (images, labels) pair of tensors or a map-style Dataset of "
+                        f"(image, label), got {type(data).__name__}")
+    if labels.ndim != 1 or len(labels) != len(images) or labels.is_floating_point() or labels.is_complex():
+        raise UserError(f"{name}: labels must be one integer class index per image; got labels of shape "
+                        f"{tuple(labels.shape)} and dtype {labels.dtype} for {len(images)} images")
+    return Split(images.to(device, torch.float32), labels.to(device, torch.long))
+
+
+def draw_retain_subset(train: Split, forget_classes: list[int], percent: float, generator: torch.Generator) -> Split:
+    """`percent` of each retain class's training samples (at least one), drawn at random with the
+    CPU `generator`, class by class in label order; the forget classes' samples are left out."""
+    labels = train.labels.cpu()
+    keep = []
+    for c in labels.unique().tolist():
+        if c in forget_classes:
+            continue
+        members = (labels == c).nonzero().squeeze(1)
+        count = max(1, round(len(members) * percent / 100))
+        keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return train.subset(torch.cat(keep).sort().values.to(train.labels.device))
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str

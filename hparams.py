@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anti_sample import AntiSampleParams
-
 BASE_LR = 1e-3  # Adam, original and retrained models (PAPER.md protocol)
-BATCH_SIZE = 128
+BATCH_SIZE = 128  # samples per minibatch, in every phase (also the toy example's)
 EPOCHS = 30  # original and retrained models (the notebooks; the config file says 50)
-UNLEARN_EPOCHS_SINGLE = 5
+UNLEARN_EPOCHS_SINGLE = 5  # epochs on retain subset + anti-samples
 UNLEARN_EPOCHS_MULTI = 2
 MULTI_CLASS_LR_SCALE = 1.0  # PAPER.md "Multi-class runs: ... scale 1"
-EPS = 0.01
-NO_GENERATED_DATA = {30: 500, 100: 1500}  # g at the two published retain percentages
+EPS = 0.01  # floor of the anti-sample noise scale, in normalised pixel units
+NO_GENERATED_DATA = {30: 500, 100: 1500}  # g (anti-samples per forget class) at the two published retain percentages
 
 
 @dataclass(frozen=True)
@@ -83,11 +81,6 @@ class RunHparams:
     no_generated_data: int
     eps: float
     convex_combination: bool
-
-    @property
-    def anti_sample_params(self) -> AntiSampleParams:
-        return AntiSampleParams(self.local_variance, self.size_multiplier, self.p, self.tail_randomized,
-                                self.no_generated_data, self.eps, self.convex_combination)
 
 
 def no_generated_data(retain_percent: float) -> int:

@@ -1,11 +1,13 @@
 """Unlearning methods: each changes a copy of the original model in place, given the same inputs.
 
-    METHODS["anti_sample"](model, inputs)   # ours (PAPER.md)
+    METHODS["anti_sample"](model, inputs)   # ours (PAPER.md): anti_sample.unlearn
     METHODS["unsir"](model, inputs)         # a baseline; see each function's docstring
 
 Every method sees the same original model, the same retain subset, the forget classes'
-training samples and the same seed, so their rows in a summary compare like with like.
-Baseline hyperparameters live in `BASELINES` (one place; README "Methods" lists them).
+training samples, the same seed and the same speed options, so their rows in a summary compare
+like with like. The retrained model is not a method: every row carries its numbers
+(`retrained_*`), and the comparison report shows it as the reference. Baseline
+hyperparameters live in `BASELINES` (one place; README "Methods" lists them).
 """
 from __future__ import annotations
 
@@ -16,10 +18,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from anti_sample import AntiSampleParams, anti_sample_set
+from anti_sample import AntiSampleParams, unlearn
 from datasets import Split
 from errors import UserError
-from hparams import RunHparams
 from train_utils import PLAIN, Speed, TrainParams, optimise, train
 from unsir import PRESETS, unsir_unlearn
 
@@ -49,15 +50,13 @@ class UnlearnInputs:
     pool: Split  # where anti_sample searches far neighbours: all retain-class training data (the
     # authors') or the retain subset (--neighbour-pool)
     forget_classes: list[int]
-    hparams: RunHparams
-    anti_sample: AntiSampleParams
-    repair_epochs: int
+    anti_sample: AntiSampleParams  # anti_sample's options (--unlearn-mode, --repair-epochs among them)
+    batch_size: int  # minibatch of every baseline
     generator: torch.Generator  # CPU: shuffles and noise initialisation
     device_generator: torch.Generator  # on the data's device: anti-sample draws
     progress: bool
     make_model: Callable[[], nn.Module]  # a fresh, randomly initialised model of the same kind
-    speed: Speed = PLAIN  # how `train` runs its steps (CUDA options)
-    unlearn_mode: str = "eval"  # anti_sample's model mode while it trains (--unlearn-mode)
+    speed: Speed = PLAIN  # how training steps run (CUDA options), for every method
 
     @property
     def forget(self) -> Split:
@@ -80,53 +79,35 @@ def register_method(name: str):
     return decorate
 
 
-def check_methods(names: list[str], retrain: bool = True) -> list[str]:
+def check_methods(names: list[str]) -> list[str]:
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise UserError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
     if len(set(names)) != len(names) or not names:
         raise UserError(f"--methods: give each method once, e.g. {','.join(METHODS)}")
-    if "retrain" in names and not retrain:
-        raise UserError("--methods retrain needs the retrained models; drop --no-retrain")
     return names
 
 
 @register_method("anti_sample")
 def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> None:
-    """Fine-tune on retain subset + anti-samples labelled with their forget class (PAPER.md),
-    then optionally `repair_epochs` on the retain subset alone. Far neighbours come from
-    `inputs.pool`; both phases run in `inputs.unlearn_mode` (the authors': eval)."""
-    h, retain = inputs.hparams, inputs.retain
-    anti = anti_sample_set(inputs.train, inputs.forget_classes, inputs.pool, inputs.anti_sample,
-                           inputs.device_generator)
-    mixed = Split.join(retain, anti)
-    name = f"unlearning {','.join(map(str, inputs.forget_classes))}"
-    eval_mode = inputs.unlearn_mode == "eval"
-    train(model, mixed, TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size, eval_mode),
-          inputs.generator, phase=name, progress=inputs.progress, speed=inputs.speed)
-    if inputs.repair_epochs:
-        train(model, retain, TrainParams(inputs.repair_epochs, h.lr, h.batch_size, eval_mode), inputs.generator,
-              phase=f"repair {name}", progress=inputs.progress, speed=inputs.speed)
+    """Ours (PAPER.md), through the library API: far neighbours from `inputs.pool`, fine-tuning
+    on the retain subset + anti-samples."""
+    unlearn(model, inputs.forget, inputs.retain, inputs.pool, inputs.anti_sample, generator=inputs.generator,
+            noise_generator=inputs.device_generator, progress=inputs.progress, speed=inputs.speed)
 
 
 @register_method("unsir")
 def unsir(model: nn.Module, inputs: UnlearnInputs) -> None:
     """UNSIR with the reference CIFAR-10 recipe (unsir.PRESETS["reference"])."""
     unsir_unlearn(model, inputs.forget_classes, inputs.retain, PRESETS["reference"], inputs.generator,
-                  progress=inputs.progress)
-
-
-@register_method("retrain")
-def retrain(model: nn.Module, inputs: UnlearnInputs) -> None:
-    """The gold standard: experiment.py substitutes the cached retrained model for this row."""
-    raise RuntimeError("retrain rows come from the retrained model, not from this function")
+                  progress=inputs.progress, speed=inputs.speed)
 
 
 @register_method("finetune")
 def finetune(model: nn.Module, inputs: UnlearnInputs) -> None:
     """Fine-tune on the retain subset alone: forgetting by catastrophic interference."""
     p = BASELINES["finetune"]
-    train(model, inputs.retain, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
+    train(model, inputs.retain, TrainParams(p.epochs, p.lr, inputs.batch_size), inputs.generator,
           phase="finetune", progress=inputs.progress, speed=inputs.speed)
 
 
@@ -139,13 +120,15 @@ def neggrad(model: nn.Module, inputs: UnlearnInputs) -> None:
     p, retain, forget = BASELINES["neggrad"], inputs.retain, inputs.forget
     forget_index = torch.randint(0, len(forget), (len(retain),), generator=inputs.generator).to(retain.labels.device)
 
+    forward = inputs.speed.forward(model)
+
     def batch_loss(index):
         f = forget_index[index]
-        retain_loss = nn.functional.cross_entropy(model(retain.images[index]), retain.labels[index])
-        forget_loss = nn.functional.cross_entropy(model(forget.images[f]), forget.labels[f])
+        retain_loss = nn.functional.cross_entropy(forward(retain.images[index]), retain.labels[index])
+        forget_loss = nn.functional.cross_entropy(forward(forget.images[f]), forget.labels[f])
         return p.extra * retain_loss - (1 - p.extra) * forget_loss
-    optimise(model, len(retain), TrainParams(p.epochs, p.lr, inputs.hparams.batch_size, eval_mode=True), batch_loss,
-             inputs.generator, retain.images.device, "neggrad", inputs.progress)
+    optimise(model, len(retain), TrainParams(p.epochs, p.lr, inputs.batch_size, eval_mode=True), batch_loss,
+             inputs.generator, retain.images.device, "neggrad", inputs.progress, speed=inputs.speed)
 
 
 @register_method("random_label")
@@ -154,7 +137,7 @@ def random_label(model: nn.Module, inputs: UnlearnInputs) -> None:
     (Golatkar et al., CVPR 2020; Fan et al.'s "RL")."""
     p, forget = BASELINES["random_label"], inputs.forget
     data = Split.join(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
-    train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
+    train(model, data, TrainParams(p.epochs, p.lr, inputs.batch_size), inputs.generator,
           phase="random_label", progress=inputs.progress, speed=inputs.speed)
 
 
@@ -167,17 +150,17 @@ def bad_teacher(model: nn.Module, inputs: UnlearnInputs) -> None:
     competent, incompetent = _frozen_copy(model), inputs.make_model().eval()
     data = Split.join(retain, forget)
     is_forget = torch.cat([torch.zeros(len(retain)), torch.ones(len(forget))]).bool().to(data.labels.device)
-    temperature = p.extra
+    temperature, forward = p.extra, inputs.speed.forward(model)
 
     def batch_loss(index):
         x = data.images[index]
         with torch.no_grad():
             target = torch.where(is_forget[index, None], incompetent(x), competent(x))
-        return nn.functional.kl_div((model(x) / temperature).log_softmax(1),
+        return nn.functional.kl_div((forward(x) / temperature).log_softmax(1),
                                     (target / temperature).log_softmax(1), log_target=True,
                                     reduction="batchmean")
-    optimise(model, len(data), TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), batch_loss,
-             inputs.generator, data.images.device, "bad_teacher", inputs.progress)
+    optimise(model, len(data), TrainParams(p.epochs, p.lr, inputs.batch_size), batch_loss,
+             inputs.generator, data.images.device, "bad_teacher", inputs.progress, speed=inputs.speed)
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -205,7 +188,7 @@ def ssd(model: nn.Module, inputs: UnlearnInputs) -> None:
     """Selective Synaptic Dampening (Foster et al., AAAI 2024), no training: with diagonal
     Fisher importances I_D (retain subset + forget data) and I_f (forget data), every weight
     with I_f > alpha * I_D is multiplied by min(lambda * I_D / I_f, 1)."""
-    alpha, batch = BASELINES["ssd"].extra, inputs.hparams.batch_size
+    alpha, batch = BASELINES["ssd"].extra, inputs.batch_size
     # In order, as the reference computes it: retain data, then the forget set. Shuffled, retain
     # and forget gradients cancel inside mixed batches (README "Methods"). With alpha 10 a weight
     # can be selected only where the forget share of D is below 1/alpha.
@@ -228,7 +211,7 @@ def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
     p, forget = BASELINES["salun"], inputs.forget
     model.zero_grad(set_to_none=True)
     model.eval()
-    for index in torch.arange(len(forget), device=forget.labels.device).split(inputs.hparams.batch_size):
+    for index in torch.arange(len(forget), device=forget.labels.device).split(inputs.batch_size):
         nn.functional.cross_entropy(model(forget.images[index]), forget.labels[index], reduction="sum").backward()
     gradients = {name: param.grad.abs() for name, param in model.named_parameters()}
     model.zero_grad(set_to_none=True)
@@ -236,5 +219,5 @@ def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
     threshold = magnitudes.kthvalue(max(1, int((1 - p.extra) * len(magnitudes)))).values
     mask = {name: (g >= threshold).float() for name, g in gradients.items()}
     data = Split.join(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
-    train(model, data, TrainParams(p.epochs, p.lr, inputs.hparams.batch_size), inputs.generator,
+    train(model, data, TrainParams(p.epochs, p.lr, inputs.batch_size), inputs.generator,
           phase="salun", progress=inputs.progress, grad_mask=mask, speed=inputs.speed)

@@ -8,7 +8,7 @@ paper) and compares with the model retrained without those classes.
 """
 import sys
 
-import experiment
+import cli
 from datasets import DatasetSpec
 
 # The paper's three variables; each is also a flag (--dataset, --model, --retain-percent).
@@ -18,26 +18,26 @@ retain_data_percent = 30
 
 
 def get_args_parser():
-    parser = experiment.get_args_parser(dataset_name, model_name, retain_data_percent,
-                                        description=__doc__, multi_class=True)
+    parser = cli.get_args_parser(dataset_name, model_name, retain_data_percent,
+                                 description=__doc__, multi_class=True)
     group = parser.add_argument_group("forget sets")
-    group.add_argument("--num-forget-classes", type=experiment.positive_int, default=2,
+    group.add_argument("--num-forget-classes", type=cli.positive_int, default=2,
                        help="K, classes forgotten together (the paper: 2, 4, 7)")
-    group.add_argument("--draws", type=experiment.positive_int, default=None,
+    group.add_argument("--draws", type=cli.positive_int, default=None,
                        help="random sets of K classes to run (default: the paper's "
-                            f"{experiment.PAPER_DRAWS} for K = 2, 4, 7; otherwise 3)")
-    group.add_argument("--forget-classes", type=experiment.parse_classes, default=None,
+                            f"{cli.PAPER_DRAWS} for K = 2, 4, 7; otherwise 3)")
+    group.add_argument("--forget-classes", type=cli.parse_classes, default=None,
                        help="run this one set instead of random draws, e.g. 1,4,7")
     return parser
 
 
 def forget_sets(args, spec: DatasetSpec) -> list[list[int]]:
     if args.forget_classes is not None:
-        return [experiment.check_forget_set(args.forget_classes, spec.num_classes)]
-    return experiment.draw_forget_sets(args.num_forget_classes, args.draws, spec.num_classes,
-                                       args.seed, experiment.resolve_out(args, multi_class=True))
+        return [cli.check_forget_set(args.forget_classes, spec.num_classes)]
+    return cli.draw_forget_sets(args.num_forget_classes, args.draws, spec.num_classes,
+                                       args.seed, cli.resolve_out(args, multi_class=True))
 
 
 if __name__ == "__main__":
-    sys.exit(experiment.main(get_args_parser(), sys.argv[1:], multi_class=True,
-                             choose_units=forget_sets))
+    sys.exit(cli.main(get_args_parser(), sys.argv[1:], multi_class=True,
+                      choose_units=forget_sets))

@@ -1,60 +1,204 @@
-"""The comparison report written next to summary.json: comparison.md and PNG plots (files only).
+"""Results: the row schema, summaries, the printed table, comparison.md and the plots.
 
-`write_comparison(out, summary, row_key)` is called by the entry scripts when more than one
-method ran; `plot_anti_samples` is shared with the notebooks.
+`METRICS` is the one list of what a result row holds: summary.json, summary.csv, the printed
+table, comparison.md and the tests all read it. Functions here return text or write files; the
+pipeline (`experiment.py`) makes the rows, the entry scripts print.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure  # figures without pyplot: files only, never a window
 
-from train_utils import atomic_write
+from train_utils import SELECT_FRACTION, atomic_write
 
-# (metric, column title, better: "high" / "low")
-COMPARED = [
-    ("unlearned_retain_test_acc", "retain test %", "high"),
-    ("unlearned_forget_test_acc", "forget test %", "low"),
-    ("unlearned_retain_train_acc", "retain train %", "high"),
-    ("unlearned_forget_train_acc", "forget train %", "low"),
-    ("mia_efficacy", "MIA efficacy %", "high"),
-    ("gap_to_retrain", "gap to retrain", "low"),
-    ("unlearn_seconds", "seconds", "low"),
-    ("speedup_vs_retrain", "speed-up vs retrain", "high"),
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # key in rows, summary.json and summary.csv
+    title: str  # column title in comparison.md
+    unit: str  # "%" (accuracy or MIA efficacy), "points" (of accuracy), "s" or "x" (a ratio of seconds)
+    better: str | None = None  # "high" / "low": compared across methods in comparison.md
+    header: str | None = None  # column header in the printed table
+    retrained: str | None = None  # the same quantity for the retrained model (comparison.md's reference row)
+
+    @property
+    def is_timing(self) -> bool:
+        """Differs between two runs of the same command."""
+        return self.unit in ("s", "x")
+
+
+METRICS = [
+    Metric("original_retain_test_acc", "original retain test %", "%", header="orig retain"),
+    Metric("original_forget_test_acc", "original forget test %", "%", header="orig forget"),
+    Metric("unlearned_retain_test_acc", "retain test %", "%", "high", "unl retain", "retrained_retain_test_acc"),
+    Metric("unlearned_forget_test_acc", "forget test %", "%", "low", "unl forget", "retrained_forget_test_acc"),
+    Metric("unlearned_retain_train_acc", "retain train %", "%", "high", retrained="retrained_retain_train_acc"),
+    Metric("unlearned_forget_train_acc", "forget train %", "%", "low", retrained="retrained_forget_train_acc"),
+    Metric("retrained_retain_test_acc", "retrained retain test %", "%", header="retr retain"),
+    Metric("retrained_forget_test_acc", "retrained forget test %", "%", header="retr forget"),
+    # the method's wall time, retain-subset draw included (README "Methods")
+    Metric("unlearn_seconds", "seconds", "s", "low", "seconds", retrained="retrain_seconds"),
+    # membership inference (SalUn's) and the comparison with the retrained model (README "Methods")
+    Metric("mia_efficacy", "MIA efficacy %", "%", "high", retrained="retrained_mia_efficacy"),
+    Metric("retrained_retain_train_acc", "retrained retain train %", "%"),
+    Metric("retrained_forget_train_acc", "retrained forget train %", "%"),
+    Metric("retrained_mia_efficacy", "retrained MIA efficacy %", "%"),
+    Metric("gap_to_retrain", "gap to retrain", "points", "low"),
+    Metric("speedup_vs_retrain", "speed-up vs retrain", "x", "high"),
+    Metric("retrain_seconds", "retraining seconds", "s"),
 ]
+METRIC_NAMES = [m.name for m in METRICS]
+UNIT_KEYS = {False: "forget_class", True: "forget_classes"}  # a row's unit, by multi_class
+ROWS_NAME = {False: "per_class", True: "per_draw"}  # where summary.json keeps the rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Rows and summaries
+
+
+def summary_row(method: str, original: dict, result: dict, gold: dict | None, seconds: float,
+                retrain_seconds: float | None) -> dict[str, Any]:
+    """The `METRICS` of one method and unit: `original`, `result` and `gold` are `evaluate`-style
+    accuracies (`result` and `gold` as {"test", "train", "mia"}); None where there is no
+    retrained model."""
+    row = {"original_retain_test_acc": original["retain"], "original_forget_test_acc": original["forget"]}
+    for prefix, measured in [("unlearned", result), ("retrained", gold)]:
+        for part in ("retain", "forget"):
+            for split in ("test", "train"):
+                row[f"{prefix}_{part}_{split}_acc"] = measured[split][part] if measured else None
+    row["mia_efficacy"], row["retrained_mia_efficacy"] = result["mia"], gold["mia"] if gold else None
+    row["unlearn_seconds"], row["retrain_seconds"] = seconds, retrain_seconds if gold else None
+    row["gap_to_retrain"] = row["speedup_vs_retrain"] = None
+    if gold:
+        row["speedup_vs_retrain"] = retrain_seconds / seconds
+        if result["mia"] is not None:  # SalUn's "average gap": forget-train, retain-train, retain-test, MIA
+            row["gap_to_retrain"] = float(np.mean([abs(row[f"unlearned_{m}"] - row[f"retrained_{m}"]) for m in (
+                "forget_train_acc", "retain_train_acc", "retain_test_acc")] + [abs(result["mia"] - gold["mia"])]))
+    return {"method": method, **{name: row[name] for name in METRIC_NAMES}}
+
+
+def summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and (population) standard deviation of every metric over the rows; None if absent."""
+    mean, std = {}, {}
+    for name in METRIC_NAMES:
+        values = [row[name] for row in rows if row[name] is not None]
+        mean[name] = float(np.mean(values)) if values else None
+        std[name] = float(np.std(values)) if values else None
+    return mean, std
+
+
+def make_summary(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's content: the config, the rows, and per method the mean and std of every
+    metric. "mean" and "std" at the top are the first method's (anti_sample by default)."""
+    by_method = {}
+    for method in config["methods"]:
+        mean, std = summarise([r for r in rows if r["method"] == method])
+        by_method[method] = {"mean": mean, "std": std}
+    first = by_method[config["methods"][0]]
+    return {"config": config, ROWS_NAME[config["multi_class"]]: rows, "mean": first["mean"], "std": first["std"],
+            "by_method": by_method}
+
+
+def rows_of(summary: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """(the rows' unit key, the rows) of a summary."""
+    multi_class = summary["config"]["multi_class"]
+    return UNIT_KEYS[multi_class], summary[ROWS_NAME[multi_class]]
+
+
+def unit_label(row: dict[str, Any], key: str) -> str:
+    value = row[key]
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def summary_csv(summary: dict[str, Any]) -> str:
+    """One line per row, then the mean and std lines of each method; every metric a column."""
+    key, rows = rows_of(summary)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["row", "method", key, *METRIC_NAMES])
+    lines = [("unit", r["method"], unit_label(r, key).replace(",", " "), r) for r in rows]
+    for method, stats in summary["by_method"].items():
+        lines += [("mean", method, "", stats["mean"]), ("std", method, "", stats["std"])]
+    for label, method, unit, row in lines:
+        writer.writerow([label, method, unit, *("" if row[m] is None else f"{row[m]:.4f}" for m in METRIC_NAMES)])
+    return text.getvalue()
+
+
+def format_table(summary: dict[str, Any], method: str) -> str:
+    """One method's rows with mean and std, the `METRICS` that have a table header."""
+    key, rows = rows_of(summary)
+    rows = [r for r in rows if r["method"] == method]
+    stats = summary["by_method"][method]
+    columns = [m for m in METRICS if m.header]
+    width = max(len(key), *(len(unit_label(r, key)) for r in rows), 4)
+
+    def cell(value):
+        return "-" if value is None else f"{value:.2f}"
+    lines = [f"{key:>{width}} " + " ".join(f"{m.header:>11}" for m in columns)]
+    for label, row in [*((unit_label(r, key), r) for r in rows), ("mean", stats["mean"]), ("std", stats["std"])]:
+        lines.append(f"{label:>{width}} " + " ".join(f"{cell(row[m.name]):>11}" for m in columns))
+    return "\n".join(lines)
+
+
+def protocol_line(summary: dict[str, Any]) -> str:
+    """How the models were chosen and unlearned, and the epochs kept, for under the table."""
+    config, (_, rows) = summary["config"], rows_of(summary)
+    if config["select"] == "best-test":
+        selection = (f"best-test: each original/retrained model is its epoch with the best accuracy on a "
+                     f"random {SELECT_FRACTION:.0%} of the test set (the authors' selection; it looks at test data)")
+    else:
+        selection = "last: each original/retrained model is its final epoch"
+    epochs = sorted({r["retrained_epoch"] for r in rows if r.get("retrained_epoch") is not None})
+    original = rows[0].get("original_epoch") if rows else None
+    return (f"--select {selection}; kept epochs: original {original if original is not None else '-'}, "
+            f"retrained {','.join(map(str, epochs)) or '-'} of {config['hparams']['epochs']}. "
+            f"anti_sample: --unlearn-mode {config['unlearn_mode']}, --neighbour-pool {config['neighbour_pool']}")
+
+
+# ----------------------------------------------------------------------------------------------
+# comparison.md and plots
 
 
 def comparison_markdown(summary: dict[str, Any]) -> str:
-    """One row per method, mean ± std of each metric over the forget sets; the best value of
-    each column in bold (the retrain row is the reference, not a contender)."""
+    """One row per method, mean ± std of each compared metric over the forget sets, the best of
+    each column in bold; then the retrained model as the reference (not a contender)."""
     by_method = summary["by_method"]
-    contenders = [m for m in by_method if m != "retrain"]
+    compared = [m for m in METRICS if m.better]
     best = {}
-    for metric, _, better in COMPARED:
-        values = {m: by_method[m]["mean"][metric] for m in contenders if by_method[m]["mean"][metric] is not None}
+    for metric in compared:
+        values = [s["mean"][metric.name] for s in by_method.values() if s["mean"][metric.name] is not None]
         if values:
-            best[metric] = (max if better == "high" else min)(values.values())
-    lines = ["| method | " + " | ".join(title for _, title, _ in COMPARED) + " |",
-             "|---|" + "---|" * len(COMPARED)]
+            best[metric.name] = (max if metric.better == "high" else min)(values)
+
+    def cell(stats, name, bold):
+        mean, std = stats["mean"].get(name), stats["std"].get(name)
+        text = "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+        return f"**{text}**" if bold and mean is not None and mean == best.get(name) else text
+    lines = ["| method | " + " | ".join(m.title for m in compared) + " |", "|---|" + "---|" * len(compared)]
     for method, stats in by_method.items():
-        cells = []
-        for metric, _, _ in COMPARED:
-            mean, std = stats["mean"][metric], stats["std"][metric]
-            cell = "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
-            cells.append(f"**{cell}**" if method != "retrain" and mean is not None and mean == best.get(metric) else cell)
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(cell(stats, m.name, True) for m in compared) + " |")
+    reference = next(iter(by_method.values()))
+    if reference["mean"]["retrained_retain_test_acc"] is not None:
+        lines.append("| retrained (reference) | " + " | ".join(
+            cell(reference, m.retrained, False) if m.retrained else "-" for m in compared) + " |")
     config = summary["config"]
     header = (f"# Method comparison: {config['dataset']} / {config['model']}, "
               f"Unlearning-{config['retain_percent']:g}\n\nMean ± std over the forget sets "
-              f"({len(summary.get('per_class', summary.get('per_draw', []))) // len(by_method)}); "
-              f"best of each column in bold (retrain is the reference). Higher is better for "
-              f"retain accuracy, MIA efficacy and speed-up; lower for forget accuracy, gap and seconds.\n\n")
+              f"({len(rows_of(summary)[1]) // len(by_method)}); best of each column in bold. Higher is better "
+              f"for retain accuracy, MIA efficacy and speed-up; lower for forget accuracy, gap and seconds. "
+              f"The last row is the model retrained without the forget classes, the gold standard.\n\n")
     return header + "\n".join(lines) + "\n"
 
 
-MODELS_COMPARED = [("original", "original"), ("unlearned", "unlearned"), ("retrained", "retrained")]
+MODELS_COMPARED = ("original", "unlearned", "retrained")  # the bars of each method
 
 
 def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
@@ -64,8 +208,8 @@ def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
     methods = list(by_method)
     fig = Figure(figsize=(max(8.0, 2.2 * len(methods)), 4))
     for ax, part in zip(fig.subplots(1, 2, sharey=True), ["retain", "forget"]):
-        for offset, (prefix, label) in zip((-0.27, 0, 0.27), MODELS_COMPARED):
-            metric = f"{prefix}_{part}_test_acc"
+        for offset, label in zip((-0.27, 0, 0.27), MODELS_COMPARED):
+            metric = f"{label}_{part}_test_acc"
             means = [by_method[m]["mean"][metric] for m in methods]
             stds = [by_method[m]["std"][metric] for m in methods]
             ax.bar([i + offset for i in range(len(methods))], [float("nan") if v is None else v for v in means],
@@ -119,11 +263,18 @@ def plot_anti_samples(forget: torch.Tensor, far_retain: torch.Tensor, anti: torc
     fig.savefig(path, dpi=120)
 
 
-def write_comparison(out: Path, summary: dict[str, Any], row_key: str) -> list[Path]:
-    """comparison.md, retain_forget.png and forget_heatmap.png in `out`."""
-    rows = summary.get("per_class", summary.get("per_draw"))
-    text = comparison_markdown(summary)
-    atomic_write(out / "comparison.md", lambda file: file.write(text.encode()))
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda file: file.write(json.dumps(data, indent=2).encode()))
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def write_results(out: Path, summary: dict[str, Any]) -> None:
+    """summary.json, summary.csv, comparison.md, retain_forget.png and forget_heatmap.png in `out`."""
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.csv", summary_csv(summary))
+    write_text(out / "comparison.md", comparison_markdown(summary))
     plot_retain_forget(summary, out / "retain_forget.png")
-    plot_forget_heatmap(rows, row_key, out / "forget_heatmap.png")
-    return [out / "comparison.md", out / "retain_forget.png", out / "forget_heatmap.png"]
+    plot_forget_heatmap(*reversed(rows_of(summary)), out / "forget_heatmap.png")

@@ -8,7 +8,7 @@ minutes on a laptop CPU); `--dataset cifar10 --model ResNet18` is the paper's ex
 """
 import sys
 
-import experiment
+import cli
 from datasets import DatasetSpec
 
 # The paper's three variables; each is also a flag (--dataset, --model, --retain-percent).
@@ -18,18 +18,18 @@ retain_data_percent = 30
 
 
 def get_args_parser():
-    parser = experiment.get_args_parser(dataset_name, model_name, retain_data_percent,
-                                        description=__doc__, multi_class=False)
-    parser.add_argument("--classes", type=experiment.parse_classes, default=None,
+    parser = cli.get_args_parser(dataset_name, model_name, retain_data_percent,
+                                 description=__doc__, multi_class=False)
+    parser.add_argument("--classes", type=cli.parse_classes, default=None,
                         help="forget classes, one run each, e.g. 0,3 (default: all)")
     return parser
 
 
 def forget_sets(args, spec: DatasetSpec) -> list[list[int]]:
     classes = args.classes if args.classes is not None else list(range(spec.num_classes))
-    return [[c] for c in experiment.check_classes(classes, spec.num_classes)]
+    return [[c] for c in cli.check_classes(classes, spec.num_classes)]
 
 
 if __name__ == "__main__":
-    sys.exit(experiment.main(get_args_parser(), sys.argv[1:], multi_class=False,
-                             choose_units=forget_sets))
+    sys.exit(cli.main(get_args_parser(), sys.argv[1:], multi_class=False,
+                      choose_units=forget_sets))

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from anti_sample import AntiSampleParams, anti_sample_set
+import anti_sample
 from datasets import Split
+from hparams import BATCH_SIZE
 from train_utils import TrainParams, evaluate, train
 from unsir import PRESETS, unsir_unlearn
 
@@ -20,13 +21,12 @@ BLOB_MEANS = ((-0.6, -0.6), (0.6, -0.6), (-0.6, 0.6), (0.6, 0.6))
 BLOB_VARIANCE = 0.1  # covariance 0.1 * I
 POINTS_PER_BLOB = 100
 TRAIN_FRACTION = 0.8
-TRAIN = TrainParams(epochs=500, lr=1e-3, batch_size=128)
+TRAIN = TrainParams(epochs=500, lr=1e-3, batch_size=BATCH_SIZE)
 FORGET_CLASS = 0
-ANTI_SAMPLE = AntiSampleParams(local_variance=3, size_multiplier=5, p=0.5, tail_randomized=150,
-                               no_generated_data=80, eps=0.1)
-# One epoch at lr 0.3 (PAPER.md), which gives no batch size for it: the training batch of 128 works
-# with the authors' MLP (forget 0 % on test for seeds 0-2; README "Deviations").
-ANTI_SAMPLE_UNLEARN = TrainParams(epochs=1, lr=0.3, batch_size=TRAIN.batch_size)
+# PAPER.md's toy row, unlearning for one epoch at lr 0.3. PAPER.md gives no unlearning batch size:
+# the training batch works with the authors' MLP (forget 0 % on test for seeds 0-2; README "Deviations").
+ANTI_SAMPLE = anti_sample.AntiSampleParams(local_variance=3, size_multiplier=5, p=0.5, tail_randomized=150,
+                                           no_generated_data=80, eps=0.1, epochs=1, lr=0.3, batch_size=BATCH_SIZE)
 
 
 def make_blobs(seed: int) -> tuple[Split, Split]:
@@ -71,10 +71,13 @@ def run_toy_comparison(seed: int = 0, train_params: TrainParams = TRAIN,
     unsir_model = copy.deepcopy(original)
     (noise,) = unsir_unlearn(unsir_model, [FORGET_CLASS], retain, unsir_params, torch.Generator().manual_seed(seed))
 
-    anti_model = copy.deepcopy(original)
-    anti = anti_sample_set(train_split, [FORGET_CLASS], retain, ANTI_SAMPLE, torch.Generator().manual_seed(seed))
-    mixed = Split.join(retain, anti)
-    train(anti_model, mixed, ANTI_SAMPLE_UNLEARN, torch.Generator().manual_seed(seed), progress=False)
+    # the library API, as on any user's model: forget data, retain data, options
+    forget = train_split.of_classes([FORGET_CLASS])
+    anti_model, _ = anti_sample.unlearn(copy.deepcopy(original), forget, retain, params=ANTI_SAMPLE, progress=False,
+                                        generator=torch.Generator().manual_seed(seed),
+                                        noise_generator=torch.Generator().manual_seed(seed))
+    # the anti-samples it trained on (same generator seed, same draws), for the plots
+    anti = anti_sample.anti_sample_set(forget, retain, ANTI_SAMPLE, torch.Generator().manual_seed(seed))
 
     accuracy = {name: {k: v for k, v in evaluate(model, test_split, [FORGET_CLASS]).items() if k != "all"}
                 for name, model in [("original", original), ("unsir", unsir_model), ("anti_sample", anti_model)]}

@@ -34,7 +34,7 @@ os.umask(_UMASK)
 class TrainParams:
     epochs: int
     lr: float  # Adam learning rate
-    batch_size: int = 128
+    batch_size: int
     # True: train with the model in eval mode (BatchNorm running statistics frozen, dropout
     # off; weights and BatchNorm's affine parameters still learn), as the authors' unlearning runs
     eval_mode: bool = False
@@ -57,7 +57,18 @@ class Speed:
     fused_adam: bool = False  # torch's fused Adam kernel
     cuda_graph: bool = False  # capture one whole step (forward, backward, Adam) and replay it
     bf16: bool = False  # bf16 autocast of the forward pass and loss
-    compile: bool = False  # torch.compile the model's forward (`train` only)
+    compile: bool = False  # torch.compile the model's forward
+
+    @staticmethod
+    def default_for(device: torch.device | str) -> "Speed":
+        """What the entry scripts use unless told otherwise: fused Adam and CUDA graphs on a CUDA
+        device (bench/RESULTS.md: 4.4x faster epochs on an H200), the plain loop elsewhere."""
+        cuda = torch.device(device).type == "cuda"
+        return Speed(fused_adam=cuda, cuda_graph=cuda)
+
+    def forward(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model's forward as steps call it: compiled with `compile`."""
+        return torch.compile(model) if self.compile else model
 
 
 PLAIN = Speed()
@@ -148,7 +159,7 @@ def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.G
           grad_mask: dict[str, torch.Tensor] | None = None, speed: Speed = PLAIN,
           after_epoch: Callable[[int], None] | None = None) -> None:
     """Adam + cross-entropy on `data` (PAPER.md protocol); see `optimise`."""
-    forward = torch.compile(model) if speed.compile else model
+    forward = speed.forward(model)
 
     def batch_loss(index):
         return nn.functional.cross_entropy(forward(data.images[index]), data.labels[index])

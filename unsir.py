@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from datasets import Split
-from train_utils import TrainParams, train
+from hparams import BATCH_SIZE
+from train_utils import PLAIN, Speed, TrainParams, train
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class UnsirParams:
 PRESETS = {
     "reference": UnsirParams(),
     "toy": UnsirParams(noise_batch=256, noise_lr=0.1, noise_steps=50 * 8, noise_lambda=0.1,
-                       impair_lr=0.3, repair_lr=0.15, rounds=3, batch_size=128),
+                       impair_lr=0.3, repair_lr=0.15, rounds=3, batch_size=BATCH_SIZE),
 }
 
 
@@ -68,7 +69,7 @@ def error_maximising_noise(model: nn.Module, forget_class: int, shape: tuple[int
 
 
 def unsir_unlearn(model: nn.Module, forget_classes: list[int], retain: Split, params: UnsirParams,
-                  generator: torch.Generator, progress: bool = False) -> list[torch.Tensor]:
+                  generator: torch.Generator, progress: bool = False, speed: Speed = PLAIN) -> list[torch.Tensor]:
     """Unlearn `forget_classes` in place: noise per class, then impair/repair rounds. Returns
     the noise of each forget class (for plots)."""
     device = retain.images.device
@@ -78,7 +79,7 @@ def unsir_unlearn(model: nn.Module, forget_classes: list[int], retain: Split, pa
         [*(torch.full((len(n),), c, device=device) for n, c in zip(noise, forget_classes)), retain.labels]))
     for round_ in range(params.rounds):
         train(model, impair, TrainParams(params.impair_epochs, params.impair_lr, params.batch_size),
-              generator, phase=f"UNSIR impair {round_ + 1}", progress=progress)
+              generator, phase=f"UNSIR impair {round_ + 1}", progress=progress, speed=speed)
         train(model, retain, TrainParams(params.repair_epochs, params.repair_lr, params.batch_size),
-              generator, phase=f"UNSIR repair {round_ + 1}", progress=progress)
+              generator, phase=f"UNSIR repair {round_ + 1}", progress=progress, speed=speed)
     return noise

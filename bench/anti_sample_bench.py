@@ -32,15 +32,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import hparams  # noqa: E402
-from anti_sample import (farthest_retain_indices,  # noqa: E402
-                         farthest_retain_indices_reference, make_anti_samples,
-                         make_anti_samples_reference)
+from anti_sample import AntiSampleParams, make_anti_samples, make_anti_samples_reference  # noqa: E402
+from far_neighbours import farthest_retain_indices, farthest_retain_indices_reference  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 from train_utils import synchronize  # noqa: E402
 
 # The paper's ResNet18 / CIFAR-10 Unlearning-30 row: lambda 5, m 1, p 0.95, k 20, g 500.
-UNLEARNING_30 = hparams.resolve("ResNet18", "cifar10", 30).anti_sample_params
+UNLEARNING_30 = AntiSampleParams()  # the library's defaults are that row
 FORGET_CLASS = 0
 MB = 2 ** 20
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiment import METRICS, summarise  # noqa: E402
+from report import METRIC_NAMES, summarise  # noqa: E402
 
 
 def main(out: str, *inputs: str) -> int:
@@ -20,10 +20,10 @@ def main(out: str, *inputs: str) -> int:
     mean, std = summarise(rows)
     merged = {"inputs": list(inputs), "configs": [s["config"] for s in summaries], "per_class": rows,
               "classes": [row["forget_class"] for row in rows], "mean": mean, "std": std,
-              "counts": {m: sum(row[m] is not None for row in rows) for m in METRICS}}
+              "counts": {m: sum(row[m] is not None for row in rows) for m in METRIC_NAMES}}
     Path(out).write_text(json.dumps(merged, indent=2) + "\n")
     print(f"anti_sample over classes {merged['classes']} (mean, %; retrained: classes that have one):")
-    for metric in METRICS:
+    for metric in METRIC_NAMES:
         if mean[metric] is not None:
             print(f"  {metric:28} {mean[metric]:8.2f}  (n={merged['counts'][metric]})")
     return 0

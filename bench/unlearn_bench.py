@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hparams  # noqa: E402
-from anti_sample import anti_sample_set  # noqa: E402
-from datasets import Split, load_dataset  # noqa: E402
-from experiment import derived_seed, draw_retain_subset, make_generator  # noqa: E402
+from anti_sample import AntiSampleParams, anti_sample_set  # noqa: E402
+from datasets import Split, draw_retain_subset, load_dataset  # noqa: E402
+from experiment import derived_seed, make_generator  # noqa: E402
 from models import get_model  # noqa: E402
 from train_utils import Speed, TrainParams, evaluate, synchronize, train  # noqa: E402
 
@@ -151,12 +151,12 @@ def unlearn_both_ways(results: Results, train_data: Split, test: Split, original
                       forget_class: int, seed: int, device: torch.device, speeds: list[str]) -> None:
     forget_classes = [forget_class]
     h = hparams.resolve(MODEL, "cifar10", percent)
-    params = h.anti_sample_params
-    retain = draw_retain_subset(train_data, forget_classes, percent, 10, seed)
+    params = AntiSampleParams.from_run(h)
+    retain = draw_retain_subset(train_data, forget_classes, percent, make_generator(seed, "retain", forget_classes))
     pool = train_data.of_classes([c for c in range(10) if c != forget_class])  # the authors' pool
     anti = []
     anti_seconds = timed(lambda: anti.append(anti_sample_set(
-        train_data, forget_classes, pool, params, make_generator(seed, "anti", forget_classes, device=device))),
+        train_data.of_classes(forget_classes), pool, params, make_generator(seed, "anti", forget_classes, device=device))),
         device)
     mixed = Split.join(retain, anti[0])
     unlearn_params = TrainParams(h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size, eval_mode=True)

@@ -1,5 +1,9 @@
-"""Shared fixtures: the repository on sys.path, the embedded data set, the real CIFAR-10 archive."""
+"""Shared fixtures and helpers: the repository on sys.path, the embedded data set, the real
+CIFAR-10 archive, and running the entry scripts (as a user does, or in this process)."""
+import importlib
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +16,34 @@ os.environ["CUDA_VISIBLE_DEVICES"] = ""
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from report import METRICS  # noqa: E402  (needs ROOT on sys.path)
+
 CIFAR10_ARCHIVE = Path(os.environ.get("CIFAR10_ARCHIVE", ROOT.parent / "shared/data/cifar10-jpeg.tar.gz"))
+METRIC_NAMES = {m.name for m in METRICS}  # every row of summary.json has these
+TIMINGS = {m.name for m in METRICS if m.is_timing}  # the metrics two runs of one command may differ in
+
+
+def run_script(script, *args, cwd=ROOT):
+    """Run an entry script as a user would, without progress bars."""
+    return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def run_main(script, argv, capsys):
+    """Run an entry script's main in this process; returns (exit status, stderr)."""
+    module = importlib.import_module(script)
+    try:
+        status = module.cli.main(module.get_args_parser(), [*argv, "--no-progress"],
+                                 multi_class=script.startswith("multi"), choose_units=module.forget_sets)
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr().err
+
+
+def numbers(summary_path):
+    """The rows of a summary.json without their timings: what must repeat exactly."""
+    rows = json.loads(Path(summary_path).read_text())["per_class"]
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
 
 
 @pytest.fixture(scope="session")

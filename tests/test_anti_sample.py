@@ -1,10 +1,9 @@
-"""The fast anti-sample path against the step-by-step reference of PAPER.md."""
+"""The fast far-neighbour search and anti-sample generator against the step-by-step reference of PAPER.md."""
 import pytest
 import torch
 
-from anti_sample import (AntiSampleParams, DistanceBounds, anti_sample_set, bound_basis,
-                         farthest_retain_indices, farthest_retain_indices_reference, make_anti_samples,
-                         make_anti_samples_reference)
+from anti_sample import AntiSampleParams, anti_sample_set, make_anti_samples, make_anti_samples_reference
+from far_neighbours import DistanceBounds, bound_basis, farthest_retain_indices, farthest_retain_indices_reference
 from datasets import load_dataset
 
 PARAMS = AntiSampleParams(local_variance=5, size_multiplier=2, p=0.9, tail_randomized=20,
@@ -135,7 +134,7 @@ def test_perturbed_features_follow_the_local_scale():
 def test_anti_sample_set_labels_each_class_set_with_its_class(mnist5k):
     train, _ = mnist5k
     retain = train.of_classes([2, 3, 4])
-    anti = anti_sample_set(train, [0, 1], retain, PARAMS, gen())
+    anti = anti_sample_set(train.of_classes([1, 0]), retain, PARAMS, gen())
     assert anti.images.shape == (2 * PARAMS.no_generated_data, 1, 28, 28)
     assert torch.equal(anti.labels, torch.tensor([0] * 300 + [1] * 300))
 

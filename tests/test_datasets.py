@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import DATASETS, load_dataset
+from datasets import DATASETS, draw_retain_subset, load_dataset
 from errors import UserError
 
 
@@ -89,3 +89,23 @@ def test_failed_download_names_data_root(tmp_path, monkeypatch):
 def test_unknown_data_set_lists_the_known_ones():
     with pytest.raises(UserError, match=", ".join(DATASETS)):
         load_dataset("imagenet")
+
+
+@pytest.mark.parametrize("percent,per_class", [(30, 120), (100, 400), (0.1, 1)])  # of mnist5k's 400 per class
+def test_retain_subset_takes_the_share_of_each_retain_class_and_no_forget_sample(mnist5k, percent, per_class):
+    train, _ = mnist5k
+    subset = draw_retain_subset(train, [2, 7], percent, torch.Generator().manual_seed(0))
+    counts = subset.labels.bincount(minlength=10).tolist()
+    assert counts == [0 if c in (2, 7) else per_class for c in range(10)]
+    rows = {row.numpy().tobytes() for row in train.images.flatten(1)}
+    assert all(row.numpy().tobytes() in rows for row in subset.images.flatten(1))  # real training samples
+    assert len({row.numpy().tobytes() for row in subset.images.flatten(1)}) == len(subset)  # each once
+
+
+def test_retain_subset_is_the_same_for_the_same_seed_and_another_for_another(mnist5k):
+    train, _ = mnist5k
+
+    def draw(seed):
+        return draw_retain_subset(train, [0], 30, torch.Generator().manual_seed(seed)).images
+    assert torch.equal(draw(5), draw(5))
+    assert not torch.equal(draw(5), draw(6))

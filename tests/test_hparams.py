@@ -36,8 +36,24 @@ def test_multi_class_resnet18_cifar10_reads_the_config_row_not_the_notebook_row(
 
 @pytest.mark.parametrize("model", list_models())
 @pytest.mark.parametrize("dataset", DATASETS)
-def test_every_model_and_data_set_has_a_row(model, dataset):
-    assert hparams.resolve(model, DATASETS[dataset].hparams_as, 30).epochs > 0
+def test_every_model_and_data_set_reads_its_own_row(model, dataset):
+    """Each pair gets the method row of its model and data set (SmallCNN: ours), never another's."""
+    resolved = hparams.resolve(model, DATASETS[dataset].hparams_as, 100)
+    row = hparams.SMALL_CNN_ROW if model == "SmallCNN" else hparams.CONFIG_TABLE[(model, DATASETS[dataset].hparams_as)]
+    if (model, DATASETS[dataset].hparams_as, 100) in hparams.NOTEBOOK_TABLE:
+        row = hparams.NOTEBOOK_TABLE[(model, DATASETS[dataset].hparams_as, 100)]
+    assert (resolved.unlearn_scale_lr, resolved.local_variance, resolved.size_multiplier, resolved.p,
+            resolved.tail_randomized, resolved.convex_combination) == (
+        row.unlearn_scale_lr, row.local_variance, row.size_multiplier, row.p, row.tail_randomized,
+        row.convex_combination)
+    assert resolved.epochs == (hparams.SMALL_CNN_EPOCHS if model == "SmallCNN" else hparams.EPOCHS)
+
+
+def test_the_library_defaults_are_the_paper_resnet18_cifar10_unlearning_30_row():
+    from anti_sample import AntiSampleParams
+    row = hparams.resolve("ResNet18", "cifar10", 30)
+    assert AntiSampleParams() == AntiSampleParams.from_run(row)
+    assert AntiSampleParams().lr == pytest.approx(2.2e-3) and AntiSampleParams().epochs == 5
 
 
 def test_generated_data_count_interpolates_the_two_published_points():

@@ -1,20 +1,11 @@
 """End to end: ./single_class_unlearning.py on the embedded digits and on real CIFAR-10."""
 import json
-import subprocess
-import sys
+import re
 
+import numpy as np
 import pytest
 
-from conftest import ROOT
-
-ROW_KEYS = {"original_retain_test_acc", "original_forget_test_acc", "unlearned_retain_test_acc",
-            "unlearned_forget_test_acc", "unlearned_retain_train_acc", "unlearned_forget_train_acc",
-            "retrained_retain_test_acc", "retrained_forget_test_acc", "unlearn_seconds"}
-
-
-def run_script(script, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+from conftest import METRIC_NAMES, TIMINGS, run_script
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +23,10 @@ def test_summary_has_the_documented_schema(mnist5k_run):
     assert summary["by_method"]["anti_sample"]["mean"] == summary["mean"]
     assert [row["forget_class"] for row in summary["per_class"]] == [0, 3]
     for row in summary["per_class"]:
-        assert set(row) >= ROW_KEYS | {"forget_class", "method"}
+        assert set(row) == METRIC_NAMES | {"forget_class", "method", "original_epoch", "retrained_epoch"}
         assert row["method"] == "anti_sample"
-        assert all(isinstance(row[key], float) for key in ROW_KEYS)
-    assert set(summary["mean"]) == set(summary["std"]) >= ROW_KEYS
+        assert all(isinstance(row[key], float) for key in METRIC_NAMES)  # with --mia and the retrained model
+    assert set(summary["mean"]) == set(summary["std"]) == METRIC_NAMES
     assert summary["config"]["dataset"] == "mnist5k" and summary["config"]["model"] == "SmallCNN"
     assert summary["config"]["hparams"]["unlearn_epochs"] == 5
     protocol = {k: summary["config"][k] for k in ("unlearn_mode", "neighbour_pool", "select")}
@@ -63,6 +54,19 @@ def test_table_and_csv_are_written(mnist5k_run):
     assert float(lines[3].split(",")[6]) == pytest.approx(summary["mean"]["unlearned_forget_test_acc"], abs=1e-3)
 
 
+def test_mean_and_std_rows_are_those_of_the_per_class_rows(mnist5k_run):
+    _, summary, out = mnist5k_run
+    lines = (out / "results" / "summary.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    csv_mean, csv_std = (dict(zip(header, line.split(","))) for line in lines[3:5])
+    for name in METRIC_NAMES:
+        values = [row[name] for row in summary["per_class"]]
+        assert summary["mean"][name] == pytest.approx(np.mean(values)), name
+        assert summary["std"][name] == pytest.approx(np.std(values)), name  # population std, as documented
+        assert float(csv_mean[name]) == pytest.approx(np.mean(values), abs=1e-4)
+        assert float(csv_std[name]) == pytest.approx(np.std(values), abs=1e-4)
+
+
 def test_rerun_reuses_models_and_results(mnist5k_run):
     _, summary, out = mnist5k_run
     models = sorted(p.name for p in (out / "cache").rglob("*.pt"))
@@ -73,9 +77,8 @@ def test_rerun_reuses_models_and_results(mnist5k_run):
     assert sorted(p.name for p in (out / "cache").rglob("*.pt")) == models
     again = json.loads((out / "again" / "summary.json").read_text())
     # same models, same seed: class 3 gives the same numbers as in the first run
-    timings = {"unlearn_seconds", "speedup_vs_retrain"}
-    first = {k: v for k, v in summary["per_class"][1].items() if k not in timings}
-    assert {k: v for k, v in again["per_class"][0].items() if k not in timings} == first
+    first = {k: v for k, v in summary["per_class"][1].items() if k not in TIMINGS}
+    assert {k: v for k, v in again["per_class"][0].items() if k not in TIMINGS} == first
 
 
 def test_no_retrain_leaves_the_retrained_columns_empty(mnist5k_run, tmp_path):
@@ -87,31 +90,45 @@ def test_no_retrain_leaves_the_retrained_columns_empty(mnist5k_run, tmp_path):
     assert row["retrained_retain_test_acc"] is None and row["retrained_forget_test_acc"] is None
 
 
-def test_cifar10_pipeline_on_a_subset_of_the_real_archive(cifar10_archive, tmp_path):
+def test_cifar10_pipeline_on_a_subset_of_the_real_archive_forgets(cifar10_archive, tmp_path):
+    """ResNet18 from scratch on 100 real images per class for 3 epochs (the smallest size at which
+    it learns more than chance in under a minute), with the paper's notebook row: the forget class
+    goes from well above chance to about zero and the model does not collapse onto it. 2026-11-27
+    on 2 CPU cores: original 22.78 / 59.00, unlearned 12.44 / 0.00 (retain / forget test %; the
+    retrained model: 23.67 / 0.00); at 30 images and 2 epochs the unlearned model called
+    everything class 0."""
     result = run_script("single_class_unlearning.py", "--dataset", "cifar10", "--data-root", cifar10_archive,
-                        "--max-per-class", 30, "--model", "ResNet18", "--no-pretrained", "--epochs", 2,
-                        "--unlearn-epochs", 1, "--classes", 0, "--out", tmp_path / "r",
-                        "--cache-dir", tmp_path / "c")
+                        "--max-per-class", 100, "--model", "ResNet18", "--no-pretrained", "--epochs", 3,
+                        "--classes", 0, "--no-mia", "--no-retrain", "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["config"]["hparams"]["unlearn_scale_lr"] == 2.2  # the notebook row
     assert summary["config"]["pretrained"] is False
-    assert set(summary["per_class"][0]) >= ROW_KEYS | {"forget_class", "method"}
+    (row,) = summary["per_class"]
+    assert set(row) >= METRIC_NAMES
+    assert row["original_retain_test_acc"] > 15 and row["original_forget_test_acc"] > 30  # chance: 10-11 %
+    assert row["unlearned_forget_test_acc"] <= 5
+    assert row["unlearned_retain_test_acc"] > 5  # a model collapsed onto the forget class scores 0
 
 
-def test_help_explains_every_flag():
-    result = run_script("single_class_unlearning.py", "--help")
-    assert result.returncode == 0
-    for flag in ["--dataset", "--model", "--retain-percent", "--classes", "--epochs", "--unlearn-epochs",
-                 "--data-root", "--device", "--seed", "--out", "--checkpoint", "--no-retrain",
-                 "--pretrained", "--no-pretrained", "--repair-epochs"]:
-        assert flag in result.stdout
+@pytest.mark.parametrize("script", ["single_class_unlearning", "multi_class_unlearning"])
+def test_help_explains_every_flag(script):
+    """Every flag of the parser is in --help, as a whole word, with a help text of its own."""
+    import importlib
+    parser = importlib.import_module(script).get_args_parser()
+    shown = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help()))  # what --help prints
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--"):
+                assert flag in shown, flag
+        assert action.help, action.option_strings
+    assert {"--epochs", "--unlearn-epochs", "--pretrained", "--no-pretrained", "--repair-epochs"} <= shown
 
 
 def test_default_and_explicit_retain_percent_reuse_the_same_results(tmp_path):
     """The script's default (30) and --retain-percent 30 must key the same cached results."""
     import single_class_unlearning
-    from experiment import resolve_config
+    from cli import resolve_config
     parser = single_class_unlearning.get_args_parser()
     default = resolve_config(parser.parse_args(["--out", str(tmp_path)]), multi_class=False)
     explicit = resolve_config(parser.parse_args(["--out", str(tmp_path), "--retain-percent", "30"]), multi_class=False)

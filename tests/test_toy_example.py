@@ -6,7 +6,7 @@ import unsir
 from datasets import Split
 
 
-def test_anti_samples_forget_class_0_and_keep_the_rest_over_three_seeds():
+def test_both_methods_forget_class_0_and_anti_samples_keep_the_rest_over_three_seeds():
     results = [toy_example.run_toy_comparison(seed) for seed in range(3)]
 
     def mean(model, part):
@@ -17,6 +17,10 @@ def test_anti_samples_forget_class_0_and_keep_the_rest_over_three_seeds():
     assert mean("original", "forget") > 90
     assert mean("anti_sample", "retain") >= 85
     assert mean("anti_sample", "forget") <= 5
+    # UNSIR forgets too (its retain accuracy is printed above): 2026-11-27, seeds 0-2 left 0, 0 and
+    # 20 % (4 of the 20 test points of class 0), so the median, not the mean, is held to 5 %
+    assert sorted(r.accuracy["unsir"]["forget"] for r in results)[1] <= 5
+    assert mean("unsir", "forget") <= 10
 
 
 def test_blobs_follow_the_paper():

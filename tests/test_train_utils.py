@@ -39,7 +39,7 @@ def test_training_learns_the_embedded_digits(mnist5k):
     torch.manual_seed(0)
     import models
     model = models.get_model("SmallCNN", 10, 1)
-    train(model, train_split, TrainParams(epochs=3, lr=1e-3), torch.Generator().manual_seed(0),
+    train(model, train_split, TrainParams(epochs=3, lr=1e-3, batch_size=128), torch.Generator().manual_seed(0),
           progress=False)
     assert evaluate(model, test, [0])["all"] > 85
 
@@ -55,7 +55,7 @@ def test_static_batch_steps_match_the_plain_loop(mnist5k, masked):
         torch.manual_seed(0)
         model = models.get_model("SmallCNN", 10, 1)
         mask = {name: (torch.rand_like(p) < 0.5).float() for name, p in model.named_parameters()} if masked else None
-        train(model, data, TrainParams(epochs=2, lr=1e-3), torch.Generator().manual_seed(0),
+        train(model, data, TrainParams(epochs=2, lr=1e-3, batch_size=128), torch.Generator().manual_seed(0),
               progress=False, grad_mask=mask, speed=speed)
         states.append(model.state_dict())
     for name in states[0]:
@@ -103,7 +103,7 @@ def test_after_epoch_runs_every_epoch_and_the_mode_is_set_again(mnist5k, eval_mo
 def test_non_finite_loss_names_the_phase():
     data = Split(torch.full((8, 3), float("nan")), torch.zeros(8, dtype=torch.long))
     with pytest.raises(NonFiniteLossError, match="unlearning 3"):
-        train(nn.Linear(3, 2), data, TrainParams(1, 1e-3), torch.Generator(), phase="unlearning 3",
+        train(nn.Linear(3, 2), data, TrainParams(1, 1e-3, 128), torch.Generator(), phase="unlearning 3",
               progress=False)
 
 

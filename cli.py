@@ -1,0 +1,344 @@
+"""The entry scripts' command line: flags, their checking, the forget sets, and `main`, the edge
+that writes and prints (`experiment.py` is the pipeline it runs).
+
+`main` turns every mistake a user can fix into one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+import hparams
+import report
+from anti_sample import UNLEARN_MODES
+from datasets import DATASETS, get_dataset_spec
+from errors import UserError
+from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, make_generator, run
+from methods import METHODS, check_methods
+from models import list_models, resolve_pretrained
+from train_utils import SELECT_FRACTION, Speed
+
+PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
+DEFAULT_DRAWS = 3  # draws for any other K
+# ----------------------------------------------------------------------------------------------
+# Flags
+
+
+def parse_classes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class ids like 0,3,7, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+
+
+def probability(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text}")
+    return value
+
+
+def percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {text!r}") from None
+    if not 0 < value <= 100:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {value:g}")
+    return value
+
+
+def tail(text: str) -> int:
+    return 0 if text.lower() in ("0", "none") else positive_int(text)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad flags end with one line naming the value and what is accepted, and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def get_args_parser(dataset: str, model: str, retain_percent: float, description: str,
+                    multi_class: bool) -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = parser.add_argument_group("run")
+    run.add_argument("--dataset", default=dataset, help=f"one of {', '.join(DATASETS)}")
+    run.add_argument("--model", default=model, help=f"one of {', '.join(list_models())}")
+    run.add_argument("--retain-percent", type=percent, default=retain_percent,
+                     help="percentage of each retain class's training data the unlearner may use "
+                          "(30: the paper's Unlearning-30, 100: Unlearning-100)")
+    run.add_argument("--data-root", default=None,
+                     help="where torchvision data sets live or are downloaded to (default ./data); "
+                          "for cifar10 also an image-folder tree or a .tar.gz of one")
+    run.add_argument("--max-per-class", type=positive_int, default=None,
+                     help="use only the first N train and N test samples of each class (quick runs)")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                     help="torch device for data and models")
+    run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of every random draw")
+    run.add_argument("--out", default=None,
+                     help="results folder (default results/<dataset>/<model>/"
+                          f"{'multi_class_k<K>' if multi_class else 'single_class'}_<percent>)")
+    run.add_argument("--cache-dir", default="checkpoints",
+                     help="where trained original and retrained models are cached")
+    run.add_argument("--checkpoint", default=None,
+                     help="use this trained original model (a checkpoint of this repository) "
+                          "instead of training or loading one from the cache")
+    run.add_argument("--no-retrain", action="store_true",
+                     help="skip the retrained gold models (their columns are left empty)")
+    run.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                     help="start ResNet18 / MobileNet_v2 from ImageNet weights (default: yes for "
+                          "those two, as in the paper; the other models have none)")
+    run.add_argument("--methods", type=lambda text: [m for m in text.split(",") if m],
+                     default=["anti_sample"],
+                     help=f"comma-separated unlearning methods, run from the same original model "
+                          f"and retain subset: {', '.join(METHODS)}")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                     help="show progress bars")
+    run.add_argument("--dist-timeout-minutes", type=positive_float, default=DIST_TIMEOUT_MINUTES,
+                     help="under torchrun: how long a rank waits for the others (rank 0 trains the original "
+                          "model while they wait; ranks that finish early wait for the slowest)")
+    run.add_argument("--mia", action=argparse.BooleanOptionalAction, default=True,
+                     help="measure membership-inference efficacy (SVC fits; slow on full CIFAR-10)")
+
+    protocol = parser.add_argument_group(
+        "protocol", "defaults follow the authors' code (PAPER.md); README \"Deviations\" measures the others")
+    protocol.add_argument("--unlearn-mode", choices=UNLEARN_MODES, default="eval",
+                          help="model mode while anti_sample fine-tunes: eval freezes BatchNorm's running "
+                               "statistics (the authors'), train updates them; other methods keep their own")
+    protocol.add_argument("--neighbour-pool", choices=NEIGHBOUR_POOLS, default="all",
+                          help="where anti-samples' far neighbours are searched: all retain-class training "
+                               "data (the authors', also at Unlearning-30) or only the retain subset")
+    protocol.add_argument("--select", choices=SELECTIONS, default="best-test",
+                          help=f"epoch kept of the original and retrained models: best-test is the "
+                               f"authors' (best accuracy on a random {SELECT_FRACTION * 100:.0f}%% of the test set, "
+                               f"drawn anew each epoch: it looks at test data), last is the final epoch")
+
+    speed = parser.add_argument_group(
+        "speed", "CUDA only; the CPU always runs the plain loop (README \"Speed\")")
+    speed.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch's fused Adam kernel (default: on with a CUDA device)")
+    speed.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                       help="capture each training step in a CUDA graph and replay it (default: on with a "
+                            "CUDA device, unless --compile; 4.4x faster epochs on an H200, bench/RESULTS.md)")
+    speed.add_argument("--bf16", action="store_true", help="bf16 autocast of forward pass and loss")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the model's forward (not with --cuda-graph)")
+
+    hp = parser.add_argument_group(
+        "hyperparameters", "default: the paper's table for the model and data set (hparams.py)")
+    hp.add_argument("--epochs", type=positive_int, help="epochs of the original and retrained models")
+    hp.add_argument("--lr", type=positive_float, help="Adam learning rate of the original and retrained models")
+    hp.add_argument("--batch-size", type=positive_int, help="minibatch size of every phase")
+    hp.add_argument("--unlearn-epochs", type=positive_int,
+                    help=f"epochs on retain subset + anti-samples (paper: "
+                         f"{hparams.UNLEARN_EPOCHS_MULTI if multi_class else hparams.UNLEARN_EPOCHS_SINGLE})")
+    hp.add_argument("--unlearn-scale-lr", type=positive_float, help="unlearning lr = this x --lr")
+    hp.add_argument("--local-variance", type=non_negative_float, help="lambda: noise scale")
+    hp.add_argument("--size-multiplier", type=positive_int, help="m: candidate rounds")
+    hp.add_argument("--p", type=probability, help="probability of keeping a perturbed feature")
+    hp.add_argument("--tail-randomized", type=tail,
+                    help="k: draw the neighbour among the k farthest (0 or none: the farthest)")
+    hp.add_argument("--no-generated-data", type=positive_int, help="g: anti-samples per forget class")
+    hp.add_argument("--eps", type=non_negative_float, help="floor of the noise scale")
+    hp.add_argument("--convex-combination", action=argparse.BooleanOptionalAction, default=None,
+                    help="mix the candidates into g anti-samples with softmax weights")
+    hp.add_argument("--repair-epochs", type=non_negative_int, default=0,
+                    help="after unlearning, fine-tune this many epochs on the retain subset alone "
+                         "at --lr (ours; 0 is the paper's protocol)")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Units: the forget sets of a run
+
+
+def check_classes(classes: list[int], num_classes: int, flag: str = "--classes") -> list[int]:
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise UserError(f"{flag}: class {bad[0]} is out of range; classes are 0..{num_classes - 1}")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise UserError(f"{flag}: class {repeated[0]} is given more than once")
+    if not classes:
+        raise UserError(f"{flag}: no class given")
+    return classes
+
+
+PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
+DEFAULT_DRAWS = 3
+
+
+def check_forget_set(classes: list[int], num_classes: int, flag: str = "--forget-classes") -> list[int]:
+    """A multi-class forget set: valid, distinct classes, at least one class left to retain."""
+    check_classes(classes, num_classes, flag)
+    if len(classes) >= num_classes:
+        raise UserError(f"{flag}: forgetting {len(classes)} of {num_classes} classes leaves none to "
+                        f"retain; forget at most {num_classes - 1}")
+    return sorted(classes)
+
+
+def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out: str) -> list[list[int]]:
+    """`draws` random sets of k classes, saved to <out>/draws.json and reused from there.
+
+    Draw i depends only on (seed, k, i), so a run with fewer draws forgets a prefix of the sets
+    of a run with more; a saved file for the same seed and k is read back as it is."""
+    if not 1 <= k < num_classes:
+        raise UserError(f"--num-forget-classes {k} is out of range; give 1..{num_classes - 1} "
+                        f"so at least one class is retained")
+    draws = draws or PAPER_DRAWS.get(k, DEFAULT_DRAWS)
+    path = Path(out) / "draws.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved["seed"] == seed and saved["num_forget_classes"] == k and len(saved["draws"]) >= draws:
+            return [check_forget_set(s, num_classes, str(path)) for s in saved["draws"][:draws]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    sets = [sorted(torch.randperm(num_classes, generator=make_generator(seed, "draw", k, i))[:k].tolist())
+            for i in range(draws)]
+    report.write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
+    return sets
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolving flags into a RunConfig
+
+
+def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
+    spec = get_dataset_spec(args.dataset)
+    pretrained = resolve_pretrained(args.model, args.pretrained)  # also validates the model name
+    table = hparams.resolve(args.model, spec.hparams_as, args.retain_percent, multi_class)
+    overrides = {field: getattr(args, field) for field in asdict(table)
+                 if getattr(args, field, None) is not None}
+    if overrides.get("tail_randomized") == 0:  # --tail-randomized 0/none: always the farthest
+        overrides["tail_randomized"] = None
+    run_hparams = hparams.RunHparams(**{**asdict(table), **overrides})
+    device = resolve_device(args.device)
+    speed = resolve_speed(args, device)
+    out = resolve_out(args, multi_class)
+    return RunConfig(
+        dataset=args.dataset, model=args.model, retain_percent=float(args.retain_percent),  # 30 and 30.0: one key
+        multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
+        device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
+        checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
+        progress=args.progress, dist_timeout_minutes=args.dist_timeout_minutes, mia=args.mia,
+        repair_epochs=args.repair_epochs,
+        methods=check_methods(args.methods), hparams=run_hparams,
+        unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
+
+
+def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:
+    """The speed flags, checked: CUDA only, and --compile not with --cuda-graph."""
+    cuda = device.type == "cuda"
+    chosen = [flag for flag, on in [("--fused-adam", args.fused_adam), ("--cuda-graph", args.cuda_graph),
+                                    ("--bf16", args.bf16), ("--compile", args.compile)] if on]
+    if chosen and not cuda:
+        raise UserError(f"{chosen[0]} needs a CUDA device (--device cuda); the CPU runs the plain loop")
+    if args.cuda_graph and args.compile:
+        raise UserError("--compile and --cuda-graph do not combine; choose one")
+    default = Speed.default_for(device)
+    cuda_graph = default.cuda_graph and not args.compile if args.cuda_graph is None else args.cuda_graph
+    return Speed(fused_adam=default.fused_adam if args.fused_adam is None else args.fused_adam,
+                 cuda_graph=cuda_graph, bf16=args.bf16, compile=args.compile)
+
+
+def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
+    """--out, or results/<dataset>/<model>/single_class_<percent> (multi_class_k<K>_<percent>)."""
+    if args.out:
+        return args.out
+    kind = "single_class"
+    if multi_class:
+        k = len(args.forget_classes) if args.forget_classes is not None else args.num_forget_classes
+        kind = f"multi_class_k{k}"
+    return f"results/{args.dataset}/{args.model}/{kind}_{args.retain_percent:g}"
+
+
+def check_writable_folder(path: Path, flag: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {path} is not writable ({error.strerror}); give another folder") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a torch device; try cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} is not available here (no CUDA GPU); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name} is not available here: this machine has {torch.cuda.device_count()} "
+                        f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {name} is not available here; use --device cpu")
+    return device
+
+
+def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, choose_units) -> int:
+    """Parse flags, run every unit, write the results and print the table. `choose_units(args,
+    spec)` gives the forget sets. Exit status 2 with a one-line message for anything the user
+    can fix."""
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_config(args, multi_class)
+        out = Path(config.out)
+        check_writable_folder(out, "--out")
+        check_writable_folder(Path(config.cache_dir), "--cache-dir")
+        units = choose_units(args, get_dataset_spec(config.dataset))
+        experiment, summary = run(config, units)
+        if summary is None:  # a torchrun rank other than 0: its share is saved in --out
+            return 0
+        report.write_results(out, summary)
+        if "anti_sample" in config.methods:
+            report.plot_anti_samples(*experiment.anti_sample_examples(units[0][0]), experiment.spec.mean,
+                                     experiment.spec.std, out / "anti_samples.png")
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    for method in config.methods:
+        print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, {method} "
+              f"(accuracy on the test set, %):")
+        print(report.format_table(summary, method))
+    print(report.protocol_line(summary))
+    print(f"wrote summary.json, summary.csv, comparison.md and plots in {out}")
+    return 0
