@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -130,9 +131,40 @@ def make_anti_samples_reference(forget: torch.Tensor, retain: torch.Tensor, para
     return a.reshape(-1, *shape)
 
 
+MEMORY_SHARE = 0.5  # anti-samples of one class may take at most this share of the device's free memory
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Free memory of a CUDA device, or the machine's available memory for the CPU; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:  # Linux: MemAvailable counts reclaimable caches too
+            lines = Path("/proc/meminfo").read_text().splitlines()
+            return next(int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration, ValueError):
+            return None
+    return None
+
+
+def check_anti_sample_memory(forget: Split, params: AntiSampleParams) -> None:
+    """Refuse, before allocating, anti-samples of one class that would not fit: float32 candidates
+    (n_f * m rows), their neighbours, and with the convex combination g x n_f * m weights and g rows."""
+    n_f, d = max(int((forget.labels == c).sum()) for c in forget.labels.unique().tolist()), forget.images[0].numel()
+    rows = n_f * params.size_multiplier
+    needed = 4 * (3 * rows * d + (params.no_generated_data * (rows + d) if params.convex_combination else 0))
+    free = free_memory_bytes(forget.images.device)
+    if free is not None and needed > MEMORY_SHARE * free:
+        raise UserError(f"anti-samples need {needed / 2 ** 30:.1f} GiB per class (no_generated_data "
+                        f"{params.no_generated_data}, size_multiplier {params.size_multiplier}), more than "
+                        f"{MEMORY_SHARE:.0%} of the {free / 2 ** 30:.1f} GiB free on {forget.images.device}; "
+                        f"give a smaller --no-generated-data / no_generated_data")
+
+
 def anti_sample_set(forget: Split, pool: Split, params: AntiSampleParams, generator: torch.Generator) -> Split:
     """Anti-samples for each class in `forget` (its samples against the retain samples in `pool`),
     labelled with that class (PAPER.md step 4; several classes: one set per class, in label order)."""
+    check_anti_sample_memory(forget, params)
     parts = []
     for c in forget.labels.unique().tolist():
         images = make_anti_samples(forget.of_classes([c]).images, pool.images, params, generator)

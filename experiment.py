@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import report
 from anti_sample import AntiSampleParams, anti_sample_set
-from datasets import Split, draw_retain_subset, get_dataset_spec, load_dataset
+from datasets import Split, draw_retain_subset, fingerprint_data, fingerprint_file, get_dataset_spec, load_dataset
 from errors import UserError
 from far_neighbours import farthest_retain_indices
 from hparams import RunHparams
@@ -111,6 +111,9 @@ class Experiment:
         self.spec = get_dataset_spec(config.dataset)
         self.train_data, self.test_data = load_dataset(
             config.dataset, config.data_root, config.device, config.max_per_class)
+        # the inputs by content: results are reused only for the same data and checkpoint
+        self.inputs = {"data": fingerprint_data(config.dataset, config.data_root),
+                       "checkpoint": fingerprint_file(config.checkpoint) if config.checkpoint else None}
         self.original_state, self.original_epoch = self._original_state()
 
     # -- models --------------------------------------------------------------------------------
@@ -133,8 +136,7 @@ class Experiment:
 
     def _training_settings(self) -> dict[str, Any]:
         c, h = self.config, self.config.hparams
-        data_root = str(Path(c.data_root).resolve()) if c.data_root else None
-        return {"dataset": c.dataset, "data_root": data_root, "max_per_class": c.max_per_class,
+        return {"dataset": c.dataset, "data": self.inputs["data"], "max_per_class": c.max_per_class,
                 "model": c.model, "architecture_version": get_model_entry(c.model).version,
                 "pretrained": c.pretrained, "epochs": h.epochs, "lr": h.lr,
                 "batch_size": h.batch_size, "seed": c.seed, "device": torch.device(c.device).type,
@@ -178,7 +180,9 @@ class Experiment:
         """The original model's weights and its selected epoch (None for a --checkpoint)."""
         if self.config.checkpoint:
             model = self.new_model()
-            load_weights(model, load_checkpoint(self.config.checkpoint), self.config.checkpoint)
+            checkpoint = load_checkpoint(self.config.checkpoint)
+            check_checkpoint_dataset(checkpoint, self.config.checkpoint, self.config.dataset)
+            load_weights(model, checkpoint, self.config.checkpoint)
             return model.state_dict(), None
         state, _, epoch = self._trained_state("original", list(range(self.spec.num_classes)))
         return state, epoch
@@ -270,12 +274,17 @@ class Experiment:
         instead of being computed again."""
         settings = {k: v for k, v in self.config.to_dict().items() if k not in NOT_AFFECTING_RESULTS}
         settings["device"] = torch.device(self.config.device).type  # cuda:1 and cuda:0 agree
-        key = fingerprint(settings)
+        settings["data_root"] = settings["checkpoint"] = None  # counted by content (self.inputs), wherever they are
+        key = fingerprint({**settings, **self.inputs})
         rows = []
         for forget_classes in tqdm(units, desc="forget sets", disable=not self.config.progress):
             name = "_".join(map(str, forget_classes))
             paths = {m: Path(self.config.out) / "units" / f"{m}_forget_{name}.json" for m in methods}
             done = {m: read_unit(path, key) for m, path in paths.items()}
+            for method, path in paths.items():
+                if done[method] is None and path.exists():
+                    print(f"note: {path} was computed from other data, checkpoint or settings (or is not a "
+                          f"result file); computing it again", file=sys.stderr)
             todo = [m for m in methods if done[m] is None]
             if todo:
                 try:
@@ -296,12 +305,27 @@ def read_cached_model(path: Path) -> dict[str, Any] | None:
     file is not one."""
     try:
         checkpoint = load_checkpoint(path)
-        if "best_state_dict" not in checkpoint or not {"train_seconds", "best_epoch"} <= checkpoint["config"].keys():
+        config = checkpoint.get("config")
+        if (not isinstance(checkpoint.get("best_state_dict"), dict) or not isinstance(config, dict)
+                or not isinstance(config.get("train_seconds"), float) or not isinstance(config.get("best_epoch"), int)):
             raise UserError(f"cached model {path} lacks the best-test epoch or its training time")
         return checkpoint
-    except (UserError, AttributeError) as error:
+    except UserError as error:
         print(f"warning: {error}; training it again", file=sys.stderr)
         return None
+
+def check_checkpoint_dataset(checkpoint: dict[str, Any], path: str, dataset: str) -> None:
+    """Refuse a --checkpoint that records another data set; a checkpoint that records none (a
+    user's own state dict) is taken, with a one-line notice."""
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    records = [config.get("dataset"), *(config.get(key, {}).get("dataset") for key in ("run", "settings")
+                                         if isinstance(config.get(key), dict))]
+    recorded = next((name for name in records if isinstance(name, str)), None)
+    if recorded is None:
+        print(f"note: --checkpoint {path} records no data set; taking it as a {dataset} model", file=sys.stderr)
+    elif recorded != dataset:
+        raise UserError(f"--checkpoint {path} is a {recorded} model, but this run's --dataset is {dataset}")
+
 
 def read_unit(path: Path, key: str) -> dict[str, Any] | None:
     """A finished unit's row saved by `Experiment.run` with fingerprint `key`, or None when the

@@ -21,8 +21,8 @@ def get_args_parser():
     parser = cli.get_args_parser(dataset_name, model_name, retain_data_percent,
                                  description=__doc__, multi_class=True)
     group = parser.add_argument_group("forget sets")
-    group.add_argument("--num-forget-classes", type=cli.positive_int, default=2,
-                       help="K, classes forgotten together (the paper: 2, 4, 7)")
+    group.add_argument("--num-forget-classes", type=cli.positive_int, default=None,
+                       help=f"K, classes forgotten together (the paper: 2, 4, 7; left out: {cli.DEFAULT_NUM_FORGET_CLASSES})")
     group.add_argument("--draws", type=cli.positive_int, default=None,
                        help="random sets of K classes to run (default: the paper's "
                             f"{cli.PAPER_DRAWS} for K = 2, 4, 7; otherwise 3)")
@@ -33,9 +33,10 @@ def get_args_parser():
 
 def forget_sets(args, spec: DatasetSpec) -> list[list[int]]:
     if args.forget_classes is not None:
+        cli.refuse_together(args, "--forget-classes", ["--num-forget-classes", "--draws"])
         return [cli.check_forget_set(args.forget_classes, spec.num_classes)]
-    return cli.draw_forget_sets(args.num_forget_classes, args.draws, spec.num_classes,
-                                       args.seed, cli.resolve_out(args, multi_class=True))
+    return cli.draw_forget_sets(cli.num_forget_classes(args), args.draws, spec.num_classes,
+                                args.seed, cli.resolve_out(args, multi_class=True))
 
 
 if __name__ == "__main__":

@@ -227,7 +227,8 @@ def plot_forget_heatmap(rows: list[dict[str, Any]], row_key: str, path: Path) ->
     units = list(dict.fromkeys(str(r[row_key]) for r in rows))
     grid = torch.full((len(methods), len(units)), float("nan"))
     for r in rows:
-        grid[methods.index(r["method"]), units.index(str(r[row_key]))] = r["unlearned_forget_test_acc"]
+        value = r["unlearned_forget_test_acc"]  # None: the forget class has no test samples
+        grid[methods.index(r["method"]), units.index(str(r[row_key]))] = float("nan") if value is None else value
     fig = Figure(figsize=(max(5.0, 0.7 * len(units) + 2), 0.5 * len(methods) + 1.5))
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
@@ -271,10 +272,17 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode()))
 
 
-def write_results(out: Path, summary: dict[str, Any]) -> None:
-    """summary.json, summary.csv, comparison.md, retain_forget.png and forget_heatmap.png in `out`."""
+def write_results(out: Path, summary: dict[str, Any]) -> list[str]:
+    """summary.json, summary.csv, comparison.md, retain_forget.png and forget_heatmap.png in `out`.
+    A plot that fails is skipped, after the summary is written: returns a line for each."""
     write_json(out / "summary.json", summary)
     write_text(out / "summary.csv", summary_csv(summary))
     write_text(out / "comparison.md", comparison_markdown(summary))
-    plot_retain_forget(summary, out / "retain_forget.png")
-    plot_forget_heatmap(*reversed(rows_of(summary)), out / "forget_heatmap.png")
+    skipped = []
+    for name, plot in [("retain_forget.png", lambda path: plot_retain_forget(summary, path)),
+                       ("forget_heatmap.png", lambda path: plot_forget_heatmap(*reversed(rows_of(summary)), path))]:
+        try:
+            plot(out / name)
+        except Exception as error:  # noqa: BLE001 - a plot must never cost the results already written
+            skipped.append(f"{name} skipped ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+    return skipped

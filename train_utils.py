@@ -45,9 +45,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
-    """Index tensors of shuffled minibatches covering 0..n-1 once (the last one may be short)."""
+    """Index tensors of shuffled minibatches covering 0..n-1 once (the last one may be short). A
+    last batch of one sample joins the one before: BatchNorm cannot train on a single sample."""
     perm = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-    return perm.split(batch_size)
+    chunks = list(perm.split(batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [perm[-batch_size - 1:]]
+    return chunks
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+    except OSError as error:  # e.g. a full disk: say which file
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    except RuntimeError as error:  # torch.save reports failed writes this way
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"could not write {path} ({str(error).splitlines()[0]}); is the disk full?") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

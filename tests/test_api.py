@@ -102,6 +102,7 @@ def bad_call(case, digits):
         "option out of range": lambda: anti_sample.unlearn(small_model(), forget, retain, p=2.0),
         "not data": lambda: anti_sample.unlearn(small_model(), "digits.csv", retain),
         "labels not one per image": lambda: anti_sample.unlearn(small_model(), forget, (images[r], labels[r][:5])),
+        "anti-samples too big": lambda: anti_sample.unlearn(small_model(), forget, retain, no_generated_data=10 ** 12),
     }
     return calls[case]
 
@@ -118,6 +119,7 @@ def bad_call(case, digits):
     ("option out of range", "anti-sample option p=2.0: expected in [0, 1]"),
     ("not data", "forget: expected an (images, labels) pair of tensors or a map-style Dataset"),
     ("labels not one per image", "retain: labels must be one integer class index per image"),
+    ("anti-samples too big", "more than 50% of the"),  # refused before allocating
 ])
 def test_bad_input_raises_one_line_user_error(case, message, digits):
     with pytest.raises(UserError) as error:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import DATASETS, draw_retain_subset, load_dataset
+from datasets import CIFAR10_CLASSES, DATASETS, draw_retain_subset, load_dataset
 from errors import UserError
 
 
@@ -42,30 +42,94 @@ def test_cifar10_from_the_real_archive(cifar10_archive):
     assert abs(train.images.mean()) < 0.5 and 0.6 < train.images.std() < 1.4
 
 
-def write_image_folder_archive(path, classes=("cat", "dog"), per_class=3):
+def write_image_folder_archive(path, classes=CIFAR10_CLASSES, per_class=2, seed=0, mode="w:gz", size=32,
+                               prefix="cifar"):
     from PIL import Image
-    rng = np.random.default_rng(0)
-    with tarfile.open(path, "w:gz") as archive:
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, mode) as archive:
         for split in ("train", "test"):
             for cls in classes:
                 for i in range(per_class):
                     buffer = io.BytesIO()
-                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
-                    info = tarfile.TarInfo(f"cifar/{split}/{cls}/{i}.png")
+                    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, "PNG")
+                    info = tarfile.TarInfo(f"{prefix}/{split}/{cls}/{i}.png")
                     info.size = buffer.tell()
                     buffer.seek(0)
                     archive.addfile(info, buffer)
 
 
-def test_image_folder_classes_in_sorted_order_from_archive_and_folder(tmp_path):
+def test_image_folder_classes_in_cifar10_order_from_archive_and_folder(tmp_path):
     archive = tmp_path / "data.tar.gz"
-    write_image_folder_archive(archive, classes=("dog", "cat"))
+    write_image_folder_archive(archive, classes=CIFAR10_CLASSES[::-1])  # members in the other order
     train, _ = load_dataset("cifar10", archive)
-    assert train.labels.tolist() == [0, 0, 0, 1, 1, 1]  # cat=0, dog=1
+    assert train.labels.tolist() == [c for c in range(10) for _ in range(2)]  # airplane=0 ... truck=9
     with tarfile.open(archive) as opened:
         opened.extractall(tmp_path / "tree", filter="data")
     from_folder, _ = load_dataset("cifar10", tmp_path / "tree" / "cifar")
     assert torch.equal(from_folder.images, train.images)
+
+
+def bad_archive(tmp, case):
+    """An archive that is not what CIFAR-10 claims to be."""
+    path = tmp / f"{case}.tar.gz"
+    if case == "a class missing":
+        write_image_folder_archive(path, classes=CIFAR10_CLASSES[:9])
+    elif case == "an extra class":
+        write_image_folder_archive(path, classes=(*CIFAR10_CLASSES, "unicorn"))
+    elif case == "other image size":
+        write_image_folder_archive(path, size=28)
+    elif case == "two trees":
+        write_image_folder_archive(path)
+        with tarfile.open(path) as first, tarfile.open(tmp / "both.tar", "w") as both:
+            for member in first:
+                both.addfile(member, first.extractfile(member))
+                copy = tarfile.TarInfo(member.name.replace("cifar/", "copy/"))
+                copy.size = member.size
+                both.addfile(copy, first.extractfile(member))
+        return tmp / "both.tar"
+    elif case == "a huge member":
+        with tarfile.open(path, "w:gz") as archive:
+            info = tarfile.TarInfo("cifar/train/cat/0.png")
+            info.size = 50 << 20  # declared; zeros compress to almost nothing
+            archive.addfile(info, io.BytesIO(bytes(info.size)))
+    elif case == "an undecodable image":
+        write_image_folder_archive(path)
+        with tarfile.open(path) as good, tarfile.open(tmp / "broken.tar", "w") as broken:
+            for member in good:
+                data = good.extractfile(member).read()
+                data = data[:20] if member.name.endswith("train/cat/0.png") else data  # a torn PNG
+                info = tarfile.TarInfo(member.name)
+                info.size = len(data)
+                broken.addfile(info, io.BytesIO(data))
+        return tmp / "broken.tar"
+    return path
+
+
+@pytest.mark.parametrize("case,message", [
+    ("a class missing", "train/ must hold exactly the class folders airplane, automobile"),
+    ("an extra class", "found ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck', 'unicorn']"),
+    ("other image size", "is 28x28; every image must be 32x32"),
+    ("two trees", "holds 2 image-folder trees (cifar/, copy/); keep one"),
+    ("a huge member", "cifar/train/cat/0.png declares 52428800 bytes"),
+    ("an undecodable image", "cifar/train/cat/0.png cannot be decoded"),
+])
+def test_an_archive_that_is_not_cifar10_is_refused_in_one_line(tmp_path, case, message):
+    with pytest.raises(UserError) as error:
+        load_dataset("cifar10", bad_archive(tmp_path, case))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_16_bit_images_are_scaled_not_clipped_to_white(tmp_path):
+    from PIL import Image
+    tree = tmp_path / "tree"
+    for split in ("train", "test"):
+        for cls in CIFAR10_CLASSES:
+            (tree / split / cls).mkdir(parents=True)
+            Image.fromarray(np.full((32, 32), 32768, dtype=np.uint16)).save(tree / split / cls / "0.png")
+    train, _ = load_dataset("cifar10", tree)
+    pixels = train.images[0] * torch.tensor(DATASETS["cifar10"].std)[:, None, None] + torch.tensor(
+        DATASETS["cifar10"].mean)[:, None, None]
+    assert torch.allclose(pixels * 255, torch.full_like(pixels, 128), atol=0.01)  # 32768 / 65535 of white
 
 
 def test_corrupt_archive_is_a_clear_error(tmp_path):
@@ -109,3 +173,25 @@ def test_retain_subset_is_the_same_for_the_same_seed_and_another_for_another(mni
         return draw_retain_subset(train, [0], 30, torch.Generator().manual_seed(seed)).images
     assert torch.equal(draw(5), draw(5))
     assert not torch.equal(draw(5), draw(6))
+
+
+@pytest.mark.parametrize("mode,name", [("w", "data.tar"), ("w:gz", "data.tgz"), ("w:bz2", "data.tar.bz2"),
+                                       ("w:xz", "data.tar.xz")])
+def test_every_tar_compression_python_reads_is_an_archive(tmp_path, mode, name):
+    write_image_folder_archive(tmp_path / name, mode=mode)
+    write_image_folder_archive(tmp_path / "reference.tar.gz")
+    train, _ = load_dataset("cifar10", tmp_path / name)
+    assert torch.equal(train.images, load_dataset("cifar10", tmp_path / "reference.tar.gz")[0].images)
+
+
+def test_data_fingerprint_follows_content_not_path(tmp_path, monkeypatch):
+    from datasets import fingerprint_data
+    write_image_folder_archive(tmp_path / "a.tar.gz")
+    (tmp_path / "elsewhere").mkdir()
+    write_image_folder_archive(tmp_path / "elsewhere" / "a.tar.gz")
+    monkeypatch.chdir(tmp_path)
+    here = fingerprint_data("cifar10", "a.tar.gz")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert fingerprint_data("cifar10", "a.tar.gz") == here  # same bytes: the same data
+    write_image_folder_archive(tmp_path / "elsewhere" / "a.tar.gz", seed=1)
+    assert fingerprint_data("cifar10", "a.tar.gz") != here  # same relative path, other images

@@ -156,3 +156,23 @@ def test_all_methods_in_one_run_keep_the_schema_and_write_the_report(tmp_path):
     assert f"| {retrained:.2f} ± 0.00 |" in reference and "**" not in reference  # the reference, not a contender
     for png in ["retain_forget.png", "forget_heatmap.png", "anti_samples.png"]:
         assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_plot_that_fails_is_skipped_after_the_summary_is_written(tmp_path, monkeypatch):
+    """A class without test samples has no forget accuracy (None): the heatmap draws it as empty,
+    and any plot that still fails is reported, never a crash after summary.json."""
+    import report
+    row = {"forget_class": 0, "method": "anti_sample", "original_epoch": 1, "retrained_epoch": None,
+           **{name: None for name in METRIC_NAMES}, "unlearned_retain_test_acc": 50.0}
+    config = {"methods": ["anti_sample"], "multi_class": False, "dataset": "mnist5k", "model": "SmallCNN",
+              "retain_percent": 30.0}
+    summary = report.make_summary(config, [row])
+    assert report.write_results(tmp_path, summary) == []
+    assert (tmp_path / "forget_heatmap.png").exists()
+
+    def broken(*args):
+        raise ValueError("no data to plot")
+    monkeypatch.setattr(report, "plot_retain_forget", broken)
+    skipped = report.write_results(tmp_path / "again", summary)
+    assert skipped == ["retain_forget.png skipped (ValueError: no data to plot)"]
+    assert (tmp_path / "again" / "summary.json").exists() and (tmp_path / "again" / "forget_heatmap.png").exists()

@@ -1,4 +1,5 @@
 """Nothing lost, nothing unsafe: bad input, interrupted runs, corrupt caches, NaN losses."""
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,13 @@ def wrong_archive(tmp):
 def corrupt_archive(tmp):
     (tmp / "corrupt.tar.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 100)
     return tmp / "corrupt.tar.gz"
+
+
+def zip_archive(tmp):
+    import zipfile
+    with zipfile.ZipFile(tmp / "cifar.zip", "w") as archive:
+        archive.writestr("train/cat/0.png", b"not read")
+    return tmp / "cifar.zip"
 
 
 def a_file(tmp):
@@ -59,8 +67,12 @@ BAD_INPUTS = [
     (["--device", "cpu", "--bf16"], "--bf16 needs a CUDA device"),
     (lambda tmp: ["--dataset", "cifar10", "--data-root", str(tmp / "missing")], "does not exist"),
     (lambda tmp: ["--dataset", "cifar10", "--data-root", str(empty_folder(tmp))], "is empty"),
-    (lambda tmp: ["--dataset", "cifar10", "--data-root", str(corrupt_archive(tmp))], "is not a readable .tar.gz"),
-    (lambda tmp: ["--dataset", "cifar10", "--data-root", str(wrong_archive(tmp))], "holds no image-folder layout"),
+    (lambda tmp: ["--dataset", "cifar10", "--data-root", str(corrupt_archive(tmp))], "is not a readable tar archive"),
+    (lambda tmp: ["--dataset", "cifar10", "--data-root", str(zip_archive(tmp))], "is not a readable tar archive; give an image folder or a .tar, .tar.gz"),
+    (["--data-root", "data"], "--data-root does not apply to mnist5k"),
+    (["--device", "meta"], "this tool runs on cpu, cuda, mps devices, not meta"),
+    (["--lr", "1e300", "--unlearn-scale-lr", "1e10"], "--lr 1e+300 x --unlearn-scale-lr 1e+10 overflows"),
+    (lambda tmp: ["--dataset", "cifar10", "--data-root", str(wrong_archive(tmp))], "must hold exactly the class folders"),
     (lambda tmp: ["--out", str(a_file(tmp))], " is a file"),
     (lambda tmp: ["--out", str(a_file(tmp) / "sub")], "is not writable"),
 ]
@@ -89,7 +101,7 @@ def test_checkpoint_of_another_model_or_class_count_is_refused(checkpoint_model,
     if checkpoint_model == "SmallCNN-5-classes":
         import models
         checkpoint_model = models.get_model("SmallCNN", num_classes=5, in_channels=1)
-    save_checkpoint(tmp_path / "other.pt", checkpoint_model, {"note": "not this run's model"})
+    save_checkpoint(tmp_path / "other.pt", checkpoint_model, {"note": "not this run's model", "dataset": "mnist5k"})
     status, err = run_main("single_class_unlearning",
                        ["--checkpoint", str(tmp_path / "other.pt"), "--out", str(tmp_path / "r")], capsys)
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1
@@ -217,6 +229,7 @@ def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
     monkeypatch.setattr(dist, "init_process_group", init_process_group)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # as torchrun sets it for its workers
     args = single_class_unlearning.get_args_parser().parse_args(
         ["--device", "cpu", "--dist-timeout-minutes", "90", "--out", str(tmp_path)])
     with pytest.raises(Stop):
@@ -224,3 +237,92 @@ def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
     assert seen == {"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}
     default = single_class_unlearning.get_args_parser().parse_args([])
     assert default.dist_timeout_minutes == experiment.DIST_TIMEOUT_MINUTES >= 60
+
+
+# ----------------------------------------------------------------------------------------------
+# Every failure is one line, wherever it happens
+
+
+def test_non_finite_loss_while_training_the_original_model_is_one_line(tmp_path, capsys):
+    status, err = run_main("single_class_unlearning", ["--lr", "1e30", "--epochs", "1", "--out", str(tmp_path / "r"),
+                                                       "--cache-dir", str(tmp_path / "c")], capsys)
+    assert status == 2 and "original model" in err and "try a smaller --lr" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import train_utils
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(train_utils.os, "fsync", no_space)
+    status, err = run_main("single_class_unlearning", ["--epochs", "1", "--out", str(tmp_path / "r"),
+                                                       "--cache-dir", str(tmp_path / "c")], capsys)
+    assert status == 1 and "no space left to write" in err and str(tmp_path / "c") in err
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_ctrl_c_is_a_short_message_and_exit_130(tmp_path, capsys, monkeypatch):
+    import cli
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run", interrupted)
+    status, err = run_main("single_class_unlearning", ["--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path)],
+                           capsys)
+    assert status == 130 and "interrupted" in err and "resumes" in err and "Traceback" not in err
+
+
+def test_torchrun_variables_without_torchrun_are_refused_not_waited_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    status, err = run_main("single_class_unlearning", ["--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path)],
+                           capsys)
+    assert status == 2 and "not started by torchrun" in err
+
+
+@pytest.mark.parametrize("text", ["0", "0.0", "00", "0e0", "-0"])
+def test_zero_is_accepted_however_it_is_written(text):
+    import single_class_unlearning
+    args = single_class_unlearning.get_args_parser().parse_args(
+        ["--repair-epochs", text, "--eps", text, "--local-variance", text, "--tail-randomized", text])
+    assert (args.repair_epochs, args.eps, args.local_variance, args.tail_randomized) == (0, 0.0, 0.0, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs checked against what they claim to be, and reuse keyed by content
+
+
+def test_checkpoint_of_another_data_set_is_refused_and_one_without_a_record_is_taken(tmp_path, capsys):
+    import models
+    model = models.get_model("SmallCNN", num_classes=10, in_channels=1)
+    save_checkpoint(tmp_path / "cifar.pt", model, {"run": {"dataset": "cifar10"}})
+    status, err = run_main("single_class_unlearning", ["--checkpoint", str(tmp_path / "cifar.pt"),
+                                                       "--out", str(tmp_path / "r")], capsys)
+    assert status == 2 and "is a cifar10 model, but this run's --dataset is mnist5k" in err
+    save_checkpoint(tmp_path / "own.pt", model, {})
+    status, err = run_main("single_class_unlearning", ["--checkpoint", str(tmp_path / "own.pt"), "--classes", "0",
+                                                       "--no-retrain", "--no-mia", "--out", str(tmp_path / "r"),
+                                                       "--cache-dir", str(tmp_path / "c")], capsys)
+    assert status == 0 and "records no data set; taking it as a mnist5k model" in err
+
+
+def test_an_archive_replaced_at_the_same_path_is_not_reused(tmp_path, capsys):
+    from test_datasets import write_image_folder_archive
+    archive = tmp_path / "data.tar.gz"
+    flags = ["--dataset", "cifar10", "--data-root", str(archive), "--model", "SmallCNN", "--epochs", "1",
+             "--unlearn-epochs", "1", "--classes", "0", "--no-retrain", "--no-mia", "--no-generated-data", "4",
+             "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    write_image_folder_archive(archive, per_class=4, seed=0)
+    assert run_main("single_class_unlearning", flags, capsys)[0] == 0
+    first = json.loads((tmp_path / "r" / "summary.json").read_text())["per_class"][0]
+    assert run_main("single_class_unlearning", flags, capsys)[1] == ""  # unchanged: reused, no notice
+    write_image_folder_archive(archive, per_class=4, seed=1)  # other images, same path and name
+    status, err = run_main("single_class_unlearning", flags, capsys)
+    assert status == 0 and "computed from other data" in err
+    second = json.loads((tmp_path / "r" / "summary.json").read_text())["per_class"][0]
+    assert len(list((tmp_path / "c").rglob("original_*.pt"))) == 2  # a model trained for each archive
+    assert second["unlearned_forget_test_acc"] is not None and first is not second

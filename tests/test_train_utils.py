@@ -6,6 +6,7 @@ from torch import nn
 
 from datasets import Split
 from errors import UserError
+from models import get_model
 from train_utils import (SELECT_FRACTION, BestEpoch, NonFiniteLossError, Speed, TrainParams, batches, evaluate,
                          load_checkpoint, load_weights, save_checkpoint, train)
 
@@ -147,3 +148,12 @@ def test_truncated_checkpoint_is_detected(tmp_path):
     (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="truncated"):
         load_checkpoint(tmp_path / "m.pt")
+
+
+def test_a_last_batch_of_one_joins_the_one_before_so_batchnorm_can_train(mnist5k):
+    sizes = [len(b) for b in batches(257, 128, torch.Generator().manual_seed(0), torch.device("cpu"))]
+    assert sizes == [128, 129]
+    index = torch.cat(batches(257, 128, torch.Generator().manual_seed(0), torch.device("cpu")))
+    assert sorted(index.tolist()) == list(range(257))
+    model = get_model("SmallCNN", 10, 1)  # has BatchNorm
+    train(model, mnist5k[0].subset(torch.arange(129)), TrainParams(1, 1e-3, 128), torch.Generator(), progress=False)
