@@ -1,5 +1,5 @@
-"""The entry scripts' command line: flags, their checking, the forget sets, and `main`, the edge
-that writes and prints (`experiment.py` is the pipeline it runs).
+"""The entry scripts' command line: flags, their checking, and `main`, the edge that writes and
+prints (`experiment.py` is the pipeline it runs, `units.py` chooses the forget sets).
 
 `main` turns every mistake a user can fix into one line on stderr and exit status 2.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import math
 import os
 import sys
@@ -19,18 +18,16 @@ import torch
 
 import hparams
 import report
+import units
 from anti_sample import UNLEARN_MODES
 from datasets import ARCHIVE_FORMATS, DATASETS, get_dataset_spec
 from errors import UserError
-from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, make_generator, run
+from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, run
 from methods import METHODS, check_methods
 from models import list_models, resolve_pretrained
 from train_utils import SELECT_FRACTION, NonFiniteLossError, Speed
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones the pipeline is written for (not meta, xpu, ...)
-PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
-DEFAULT_DRAWS = 3  # draws for any other K
-DEFAULT_NUM_FORGET_CLASSES = 2  # K of a multi-class run, the paper's smallest
 # ----------------------------------------------------------------------------------------------
 # Flags
 
@@ -198,84 +195,6 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
 
 
 # ----------------------------------------------------------------------------------------------
-# Units: the forget sets of a run
-
-
-def check_classes(classes: list[int], num_classes: int, flag: str = "--classes") -> list[int]:
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad:
-        raise UserError(f"{flag}: class {bad[0]} is out of range; classes are 0..{num_classes - 1}")
-    repeated = sorted({c for c in classes if classes.count(c) > 1})
-    if repeated:
-        raise UserError(f"{flag}: class {repeated[0]} is given more than once")
-    if not classes:
-        raise UserError(f"{flag}: no class given")
-    return classes
-
-
-DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones the pipeline is written for (not meta, xpu, ...)
-PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
-DEFAULT_DRAWS = 3
-
-
-def check_forget_set(classes: list[int], num_classes: int, flag: str = "--forget-classes") -> list[int]:
-    """A multi-class forget set: valid, distinct classes, at least one class left to retain."""
-    check_classes(classes, num_classes, flag)
-    if len(classes) >= num_classes:
-        raise UserError(f"{flag}: forgetting {len(classes)} of {num_classes} classes leaves none to "
-                        f"retain; forget at most {num_classes - 1}")
-    return sorted(classes)
-
-
-def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out: str) -> list[list[int]]:
-    """`draws` random sets of k classes, saved to <out>/draws.json and reused from there.
-
-    Draw i depends only on (seed, k, i), so a run with fewer draws forgets a prefix of the sets
-    of a run with more; a saved file for the same seed and k is read back as it is."""
-    if not 1 <= k < num_classes:
-        raise UserError(f"--num-forget-classes {k} is out of range; give 1..{num_classes - 1} "
-                        f"so at least one class is retained")
-    draws = draws or PAPER_DRAWS.get(k, DEFAULT_DRAWS)
-    path = Path(out) / "draws.json"
-    saved = read_draws(path)
-    if saved is not None and saved["seed"] == seed and saved["num_forget_classes"] == k and len(saved["draws"]) >= draws:
-        sets = saved["draws"][:draws]
-        wrong = next((s for s in sets if len(s) != k), None)
-        if wrong is not None:
-            raise UserError(f"{path}: the set {wrong} has {len(wrong)} classes, not K = {k}; fix or delete the file")
-        return [check_forget_set(s, num_classes, str(path)) for s in sets]
-    sets = [sorted(torch.randperm(num_classes, generator=make_generator(seed, "draw", k, i))[:k].tolist())
-            for i in range(draws)]
-    report.write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
-    return sets
-
-
-def refuse_together(args: argparse.Namespace, flag: str, others: list[str]) -> None:
-    """One line if any of `others` was given beside `flag` (they would be silently ignored)."""
-    given = [o for o in others if getattr(args, o.lstrip("-").replace("-", "_")) is not None]
-    if given:
-        raise UserError(f"{flag} and {given[0]} do not go together: {flag} is one set, {given[0]} is for random draws")
-
-
-def read_draws(path: Path) -> dict | None:
-    """A draws.json written by `draw_forget_sets`, None if there is none; anything else is refused
-    in one line (it may hold sets a user wrote by hand, so it is never silently replaced)."""
-    try:
-        saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path} is not readable JSON ({error}); fix or delete it") from None
-    valid = (isinstance(saved, dict) and isinstance(saved.get("seed"), int)
-             and isinstance(saved.get("num_forget_classes"), int) and isinstance(saved.get("draws"), list)
-             and all(isinstance(s, list) and all(type(c) is int for c in s) for s in saved["draws"]))
-    if not valid:
-        raise UserError(f"{path} is not a draws file ({{\"seed\": int, \"num_forget_classes\": int, "
-                        f"\"draws\": [[class, ...], ...]}}); fix or delete it")
-    return saved
-
-
-# ----------------------------------------------------------------------------------------------
 # Resolving flags into a RunConfig
 
 
@@ -332,17 +251,13 @@ def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:
                  cuda_graph=cuda_graph, bf16=args.bf16, compile=args.compile)
 
 
-def num_forget_classes(args: argparse.Namespace) -> int:
-    return DEFAULT_NUM_FORGET_CLASSES if args.num_forget_classes is None else args.num_forget_classes
-
-
 def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
     """--out, or results/<dataset>/<model>/single_class_<percent> (multi_class_k<K>_<percent>)."""
     if args.out:
         return args.out
     kind = "single_class"
     if multi_class:
-        k = len(args.forget_classes) if args.forget_classes is not None else num_forget_classes(args)
+        k = len(args.forget_classes) if args.forget_classes is not None else units.num_forget_classes(args)
         kind = f"multi_class_k{k}"
     return f"results/{args.dataset}/{args.model}/{kind}_{args.retain_percent:g}"
 

@@ -9,6 +9,7 @@ paper) and compares with the model retrained without those classes.
 import sys
 
 import cli
+import units
 from datasets import DatasetSpec
 
 # The paper's three variables; each is also a flag (--dataset, --model, --retain-percent).
@@ -22,10 +23,10 @@ def get_args_parser():
                                  description=__doc__, multi_class=True)
     group = parser.add_argument_group("forget sets")
     group.add_argument("--num-forget-classes", type=cli.positive_int, default=None,
-                       help=f"K, classes forgotten together (the paper: 2, 4, 7; left out: {cli.DEFAULT_NUM_FORGET_CLASSES})")
+                       help=f"K, classes forgotten together (the paper: 2, 4, 7; left out: {units.DEFAULT_NUM_FORGET_CLASSES})")
     group.add_argument("--draws", type=cli.positive_int, default=None,
                        help="random sets of K classes to run (default: the paper's "
-                            f"{cli.PAPER_DRAWS} for K = 2, 4, 7; otherwise 3)")
+                            f"{units.PAPER_DRAWS} for K = 2, 4, 7; otherwise 3)")
     group.add_argument("--forget-classes", type=cli.parse_classes, default=None,
                        help="run this one set instead of random draws, e.g. 1,4,7")
     return parser
@@ -33,9 +34,9 @@ def get_args_parser():
 
 def forget_sets(args, spec: DatasetSpec) -> list[list[int]]:
     if args.forget_classes is not None:
-        cli.refuse_together(args, "--forget-classes", ["--num-forget-classes", "--draws"])
-        return [cli.check_forget_set(args.forget_classes, spec.num_classes)]
-    return cli.draw_forget_sets(cli.num_forget_classes(args), args.draws, spec.num_classes,
+        units.refuse_together(args, "--forget-classes", ["--num-forget-classes", "--draws"])
+        return [units.check_forget_set(args.forget_classes, spec.num_classes)]
+    return units.draw_forget_sets(units.num_forget_classes(args), args.draws, spec.num_classes,
                                 args.seed, cli.resolve_out(args, multi_class=True))
 
 

@@ -9,6 +9,7 @@ minutes on a laptop CPU); `--dataset cifar10 --model ResNet18` is the paper's ex
 import sys
 
 import cli
+import units
 from datasets import DatasetSpec
 
 # The paper's three variables; each is also a flag (--dataset, --model, --retain-percent).
@@ -27,7 +28,7 @@ def get_args_parser():
 
 def forget_sets(args, spec: DatasetSpec) -> list[list[int]]:
     classes = args.classes if args.classes is not None else list(range(spec.num_classes))
-    return [[c] for c in cli.check_classes(classes, spec.num_classes)]
+    return [[c] for c in units.check_classes(classes, spec.num_classes)]
 
 
 if __name__ == "__main__":

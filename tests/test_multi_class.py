@@ -1,11 +1,12 @@
 """./multi_class_unlearning.py: drawing forget sets, their validation, and one end-to-end draw."""
 import json
+import re
 
 import pytest
 
 from errors import UserError
 from conftest import METRIC_NAMES, run_main, run_script
-from cli import draw_forget_sets
+from units import draw_forget_sets
 
 
 def test_draws_are_reproducible_and_saved(tmp_path):
@@ -42,6 +43,8 @@ def test_k_out_of_range_is_refused(k, tmp_path):
     (["--forget-classes", "1,10"], "class 10 is out of range"),
     (["--forget-classes", "4,4"], "class 4 is given more than once"),
     (["--forget-classes", "0,1,2,3,4,5,6,7,8,9"], "leaves none to retain"),
+    (["--forget-classes", "1,2", "--num-forget-classes", "3"], "--forget-classes and --num-forget-classes do not go together"),
+    (["--forget-classes", "1,2", "--draws", "4"], "--forget-classes and --draws do not go together"),
 ])
 def test_bad_forget_sets_are_one_line_errors(args, message, tmp_path, capsys):
     status, err = run_main("multi_class_unlearning", [*args, "--out", str(tmp_path), "--cache-dir", str(tmp_path)],
@@ -62,3 +65,17 @@ def test_one_draw_end_to_end_writes_the_schema(tmp_path):
     assert summary["config"]["multi_class"] is True
     assert row["original_forget_test_acc"] > 90 and row["unlearned_forget_test_acc"] < 10
     assert row["retrained_forget_test_acc"] == 0
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"seed": 100, "num_forget_classes": 2, "draws": [[3, 8], [0, 1, 9]]}', "the set [0, 1, 9] has 3 classes, not K = 2"),
+    ('{"seed": 100, "num_forget_classes": 2, "draws": [[3, 12], [0, 1]]}', "class 12 is out of range"),
+    ('{"seed": 100, "num_forget_classes": 2, "draws": [[3, 3], [0, 1]]}', "class 3 is given more than once"),
+    ('{"seed": 100, "draws": {"0": [3, 8]}}', "is not a draws file"),
+    ('[[3, 8]', "is not readable JSON"),
+])
+def test_a_draws_file_that_is_not_one_is_refused_not_overwritten(content, message, tmp_path):
+    (tmp_path / "draws.json").write_text(content)
+    with pytest.raises(UserError, match=re.escape(message)):
+        draw_forget_sets(2, 2, 10, seed=100, out=str(tmp_path))
+    assert (tmp_path / "draws.json").read_text() == content
