@@ -39,11 +39,22 @@ def parse_classes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated class ids like 0,3,7, got {text!r}")
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str) -> int:
+    """An integer, also when written as 1e3 or 5.0."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value.is_integer():
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        return int(value)
+
+
+def positive_int(text: str) -> int:
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
@@ -120,7 +131,7 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
                      help="use only the first N train and N test samples of each class (quick runs)")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                      help="torch device for data and models")
-    run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of every random draw")
+    run.add_argument("--seed", type=whole_number, default=DEFAULT_SEED, help="seed of every random draw")
     run.add_argument("--out", default=None,
                      help="results folder (default results/<dataset>/<model>/"
                           f"{'multi_class_k<K>' if multi_class else 'single_class'}_<percent>)")

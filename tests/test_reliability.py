@@ -58,6 +58,8 @@ BAD_INPUTS = [
     (["--classes", "a,b"], "expected comma-separated class ids"),
     (["--epochs", "0"], "argument --epochs: expected a number >= 1, got 0"),
     (["--epochs", "-3"], "argument --epochs: expected a number >= 1, got -3"),
+    (["--epochs", "2.5"], "argument --epochs: expected a whole number, got '2.5'"),
+    (["--seed", "inf"], "argument --seed: expected a whole number, got 'inf'"),
     (["--unlearn-epochs", "0"], "argument --unlearn-epochs: expected a number >= 1"),
     (["--lr", "-0.1"], "argument --lr: expected a finite number > 0"),
     (["--p", "1.5"], "argument --p: expected a probability in [0, 1]"),
@@ -288,8 +290,14 @@ def test_torchrun_variables_without_torchrun_are_refused_not_waited_on(tmp_path,
 def test_zero_is_accepted_however_it_is_written(text):
     import single_class_unlearning
     args = single_class_unlearning.get_args_parser().parse_args(
-        ["--repair-epochs", text, "--eps", text, "--local-variance", text, "--tail-randomized", text])
-    assert (args.repair_epochs, args.eps, args.local_variance, args.tail_randomized) == (0, 0.0, 0.0, 0)
+        ["--repair-epochs", text, "--eps", text, "--local-variance", text, "--tail-randomized", text, "--seed", text])
+    assert (args.repair_epochs, args.eps, args.local_variance, args.tail_randomized, args.seed) == (0, 0.0, 0.0, 0, 0)
+
+
+def test_whole_numbers_may_be_written_as_floats_but_fractions_are_refused():
+    import single_class_unlearning
+    args = single_class_unlearning.get_args_parser().parse_args(["--max-per-class", "1e3", "--epochs", "5.0"])
+    assert (args.max_per_class, args.epochs) == (1000, 5)
 
 
 # ----------------------------------------------------------------------------------------------
