@@ -24,8 +24,9 @@ def readme_example() -> str:
 def test_readme_example_runs_verbatim_and_forgets():
     """A model and data the registries have never heard of; the code exactly as README shows it."""
     code = readme_example()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 20
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 16
+    seeded = "import torch\ntorch.manual_seed(0)  # the test's, so its numbers repeat\n" + code
+    result = subprocess.run([sys.executable, "-c", seeded], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     print(result.stdout)
     forget, rest = map(int, re.search(r"on 3s (\d+)%, on the other digits (\d+)%", result.stdout).groups())
