@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import errno
 import math
-import os
 import sys
 import tempfile
 from dataclasses import asdict
@@ -224,7 +223,6 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
     if not math.isfinite(run_hparams.lr * run_hparams.unlearn_scale_lr):
         raise UserError(f"--lr {run_hparams.lr:g} x --unlearn-scale-lr {run_hparams.unlearn_scale_lr:g} overflows; "
                         f"give smaller values")
-    check_launcher()
     device = resolve_device(args.device)
     speed = resolve_speed(args, device)
     out = resolve_out(args, multi_class)
@@ -237,14 +235,6 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods), hparams=run_hparams,
         unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
-
-
-def check_launcher() -> None:
-    """RANK / WORLD_SIZE left in the environment without torchrun would wait for ranks that never
-    come: refuse them (torchrun marks its workers with TORCHELASTIC_RUN_ID)."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
-        raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set, but this process was not started by "
-                        f"torchrun; unset RANK and WORLD_SIZE, or launch with torchrun --nproc_per_node N")
 
 
 def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:

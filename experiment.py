@@ -341,8 +341,15 @@ def read_unit(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) when started by torchrun (its RANK and WORLD_SIZE), else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    """(rank, world size) when started by torchrun (its RANK and WORLD_SIZE), else (0, 1).
+
+    RANK / WORLD_SIZE left in the environment without torchrun would wait for ranks that never
+    come: they are refused (torchrun marks its workers with TORCHELASTIC_RUN_ID)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        raise UserError(f"WORLD_SIZE={world} is set, but this process was not started by torchrun; "
+                        f"unset RANK and WORLD_SIZE, or launch with torchrun --nproc_per_node N")
+    return int(os.environ.get("RANK", 0)), world
 
 
 def run(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, dict[str, Any] | None]:

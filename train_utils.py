@@ -269,14 +269,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except OSError as error:  # e.g. a full disk: say which file
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        raise OSError(error.errno, error.strerror, str(path)) from None
-    except RuntimeError as error:  # torch.save reports failed writes this way
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {path} ({str(error).splitlines()[0]}); is the disk full?") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # e.g. a full disk: say which file
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        if isinstance(error, RuntimeError):  # torch.save reports failed writes this way
+            raise UserError(f"could not write {path} ({str(error).splitlines()[0]}); is the disk full?") from None
         raise
 
 
