@@ -19,19 +19,20 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from datasets import Split, as_split
-from errors import UserError
+from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
-from hparams import BASE_LR, BATCH_SIZE, EPS, NO_GENERATED_DATA, NOTEBOOK_TABLE, UNLEARN_EPOCHS_SINGLE
+from hparams import BASE_LR, BATCH_SIZE, EPS, NO_GENERATED_DATA, NOTEBOOK_TABLE, UNLEARN_EPOCHS_SINGLE, read_file, resolve
 from train_utils import Speed, TrainParams, synchronize, train
 
 UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
-_PAPER_ROW = NOTEBOOK_TABLE[("ResNet18", "cifar10", 30)]  # the defaults below
+_PAPER_RUN = ("ResNet18", "cifar10", 30)  # model, data set, retain percent of the defaults below
+_PAPER_ROW = NOTEBOOK_TABLE[_PAPER_RUN]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,14 @@ class AntiSampleParams:
         return cls(h.local_variance, h.size_multiplier, h.p, h.tail_randomized, h.no_generated_data, h.eps,
                    h.convex_combination, h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size,
                    repair_lr=h.lr, **options)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **options: Any) -> AntiSampleParams:
+        """The defaults overridden by a hyperparameter file (`hparams.read_file`: `RunHparams`
+        fields, e.g. tune_unlearning.py's best_hparams.json; its unlearning lr is
+        unlearn_scale_lr x lr), then by `options` (any field of this class)."""
+        row = dataclasses.replace(resolve(*_PAPER_RUN), **read_file(path))
+        return dataclasses.replace(cls.from_run(row), **options)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +198,8 @@ class UnlearnRecord:
 def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParams | None = None, *,
             forget_classes: list[int] | None = None, device: torch.device | str | None = None,
             generator: torch.Generator | None = None, noise_generator: torch.Generator | None = None,
-            progress: bool = True, speed: Speed | None = None, **options: Any) -> tuple[nn.Module, UnlearnRecord]:
+            progress: bool = True, speed: Speed | None = None, after_epoch: Callable[[int], None] | None = None,
+            **options: Any) -> tuple[nn.Module, UnlearnRecord]:
     """Make `model` forget the classes of `forget`, with anti-samples. **The model is changed in
     place** (and returned); copy it first to keep the original.
 
@@ -205,6 +215,8 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
       seed); `noise_generator`: on `device`, of the anti-sample draws (default: seeded from
       `generator`).
     - `speed`: `train_utils.Speed` (default: fused Adam and CUDA graphs on CUDA, plain elsewhere).
+    - `after_epoch(epoch)`: called after each epoch on retain data + anti-samples (from 1), e.g. to
+      evaluate; it may raise to stop (the tuner prunes this way).
     Returns `(model, UnlearnRecord)`. Bad input raises `errors.UserError` with a one-line message."""
     try:
         params = dataclasses.replace(params or AntiSampleParams(), **options)
@@ -229,7 +241,7 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     name = f"unlearning {','.join(map(str, classes))}"
     eval_mode = params.unlearn_mode == "eval"
     train(model, Split.join(retain, anti), TrainParams(params.epochs, params.lr, params.batch_size, eval_mode),
-          generator, phase=name, progress=progress, speed=speed)
+          generator, phase=name, progress=progress, speed=speed, after_epoch=after_epoch)
     if params.repair_epochs:
         train(model, retain, TrainParams(params.repair_epochs, params.repair_lr, params.batch_size, eval_mode),
               generator, phase=f"repair {name}", progress=progress, speed=speed)
@@ -273,7 +285,7 @@ def check_unlearn_inputs(model: nn.Module, forget: Split, retain: Split, pool: S
         outputs = model(retain.images[:1])
     except RuntimeError as error:
         raise UserError(f"the model cannot take retain images of shape {tuple(retain.images.shape[1:])} "
-                        f"({str(error).splitlines()[0]})") from None
+                        f"({first_line(error)})") from None
     finally:
         model.train(was_training)
     largest = max(int(d.labels.max()) for d in (forget, retain, pool))

@@ -10,7 +10,7 @@ import errno
 import math
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ import hparams
 import report
 import units
 from anti_sample import UNLEARN_MODES
-from datasets import ARCHIVE_FORMATS, DATASETS, get_dataset_spec
+from datasets import ARCHIVE_FORMATS, DATASETS, DatasetSpec, get_dataset_spec
 from errors import UserError
 from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, run
 from methods import METHODS, check_methods
@@ -118,73 +118,39 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     parser = OneLineErrorParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = parser.add_argument_group("run")
-    run.add_argument("--dataset", default=dataset, help=f"one of {', '.join(DATASETS)}")
-    run.add_argument("--model", default=model, help=f"one of {', '.join(list_models())}")
-    run.add_argument("--retain-percent", type=percent, default=retain_percent,
-                     help="percentage of each retain class's training data the unlearner may use "
-                          "(30: the paper's Unlearning-30, 100: Unlearning-100)")
-    run.add_argument("--data-root", default=None,
-                     help="where torchvision data sets live or are downloaded to (default ./data); "
-                          f"for cifar10 also an image-folder tree or a {ARCHIVE_FORMATS} archive of one")
-    run.add_argument("--max-per-class", type=positive_int, default=None,
-                     help="use only the first N train and N test samples of each class (quick runs)")
-    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                     help="torch device for data and models")
-    run.add_argument("--seed", type=whole_number, default=DEFAULT_SEED, help="seed of every random draw")
+    add_data_flags(run, dataset, model, retain_percent)
     run.add_argument("--out", default=None,
                      help="results folder (default results/<dataset>/<model>/"
                           f"{'multi_class_k<K>' if multi_class else 'single_class'}_<percent>)")
-    run.add_argument("--cache-dir", default="checkpoints",
-                     help="where trained original and retrained models are cached")
     run.add_argument("--checkpoint", default=None,
                      help="use this trained original model (a checkpoint of this repository) "
                           "instead of training or loading one from the cache")
     run.add_argument("--no-retrain", action="store_true",
                      help="skip the retrained gold models (their columns are left empty)")
-    run.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                     help="start ResNet18 / MobileNet_v2 from ImageNet weights (default: yes for "
-                          "those two, as in the paper; the other models have none)")
     run.add_argument("--methods", type=lambda text: [m for m in text.split(",") if m],
                      default=["anti_sample"],
                      help=f"comma-separated unlearning methods, run from the same original model "
                           f"and retain subset: {', '.join(METHODS)}")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                     help="show progress bars")
     run.add_argument("--dist-timeout-minutes", type=positive_float, default=DIST_TIMEOUT_MINUTES,
                      help="under torchrun: how long a rank waits for the others (rank 0 trains the original "
                           "model while they wait; ranks that finish early wait for the slowest)")
     run.add_argument("--mia", action=argparse.BooleanOptionalAction, default=True,
                      help="measure membership-inference efficacy (SVC fits; slow on full CIFAR-10)")
 
-    protocol = parser.add_argument_group(
-        "protocol", "defaults follow the authors' code (PAPER.md); README \"Deviations\" measures the others")
-    protocol.add_argument("--unlearn-mode", choices=UNLEARN_MODES, default="eval",
-                          help="model mode while anti_sample fine-tunes: eval freezes BatchNorm's running "
-                               "statistics (the authors'), train updates them; other methods keep their own")
-    protocol.add_argument("--neighbour-pool", choices=NEIGHBOUR_POOLS, default="all",
-                          help="where anti-samples' far neighbours are searched: all retain-class training "
-                               "data (the authors', also at Unlearning-30) or only the retain subset")
+    protocol = add_protocol_flags(parser)
     protocol.add_argument("--select", choices=SELECTIONS, default="best-test",
                           help=f"epoch kept of the original and retrained models: best-test is the "
                                f"authors' (best accuracy on a random {SELECT_FRACTION * 100:.0f}%% of the test set, "
                                f"drawn anew each epoch: it looks at test data), last is the final epoch")
-
-    speed = parser.add_argument_group(
-        "speed", "CUDA only; the CPU always runs the plain loop (README \"Speed\")")
-    speed.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
-                       help="torch's fused Adam kernel (default: on with a CUDA device)")
-    speed.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                       help="capture each training step in a CUDA graph and replay it (default: on with a "
-                            "CUDA device, unless --compile; 4.4x faster epochs on an H200, bench/RESULTS.md)")
-    speed.add_argument("--bf16", action="store_true", help="bf16 autocast of forward pass and loss")
-    speed.add_argument("--compile", action="store_true",
-                       help="torch.compile the model's forward (not with --cuda-graph)")
+    add_speed_flags(parser)
 
     hp = parser.add_argument_group(
-        "hyperparameters", "default: the paper's table for the model and data set (hparams.py)")
-    hp.add_argument("--epochs", type=positive_int, help="epochs of the original and retrained models")
-    hp.add_argument("--lr", type=positive_float, help="Adam learning rate of the original and retrained models")
-    hp.add_argument("--batch-size", type=positive_int, help="minibatch size of every phase")
+        "hyperparameters", "default: the paper's table for the model and data set (hparams.py), then "
+                           "--hparams FILE, then each flag below")
+    hp.add_argument("--hparams", metavar="FILE", default=None,
+                    help=f"a JSON object of hyperparameters, any of {', '.join(f.name for f in fields(hparams.RunHparams))} "
+                         f"(e.g. tune_unlearning.py's best_hparams.json)")
+    add_training_flags(hp)
     hp.add_argument("--unlearn-epochs", type=positive_int,
                     help=f"epochs on retain subset + anti-samples (paper: "
                          f"{hparams.UNLEARN_EPOCHS_MULTI if multi_class else hparams.UNLEARN_EPOCHS_SINGLE})")
@@ -204,25 +170,73 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     return parser
 
 
+def add_data_flags(group, dataset: str, model: str, retain_percent: float) -> None:
+    """The data, model and run flags every entry script has (the unlearning scripts and the tuner)."""
+    group.add_argument("--dataset", default=dataset, help=f"one of {', '.join(DATASETS)}")
+    group.add_argument("--model", default=model, help=f"one of {', '.join(list_models())}")
+    group.add_argument("--retain-percent", type=percent, default=retain_percent,
+                       help="percentage of each retain class's training data the unlearner may use "
+                            "(30: the paper's Unlearning-30, 100: Unlearning-100)")
+    group.add_argument("--data-root", default=None,
+                       help="where torchvision data sets live or are downloaded to (default ./data); "
+                            f"for cifar10 also an image-folder tree or a {ARCHIVE_FORMATS} archive of one")
+    group.add_argument("--max-per-class", type=positive_int, default=None,
+                       help="use only the first N train and N test samples of each class (quick runs)")
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="torch device for data and models")
+    group.add_argument("--seed", type=whole_number, default=DEFAULT_SEED, help="seed of every random draw")
+    group.add_argument("--cache-dir", default="checkpoints",
+                       help="where trained original and retrained models are cached")
+    group.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                       help="start ResNet18 / MobileNet_v2 from ImageNet weights (default: yes for "
+                            "those two, as in the paper; the other models have none)")
+    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                       help="show progress bars")
+
+
+def add_protocol_flags(parser: argparse.ArgumentParser):
+    protocol = parser.add_argument_group(
+        "protocol", "defaults follow the authors' code (PAPER.md); README \"Deviations\" measures the others")
+    protocol.add_argument("--unlearn-mode", choices=UNLEARN_MODES, default="eval",
+                          help="model mode while anti_sample fine-tunes: eval freezes BatchNorm's running "
+                               "statistics (the authors'), train updates them; other methods keep their own")
+    protocol.add_argument("--neighbour-pool", choices=NEIGHBOUR_POOLS, default="all",
+                          help="where anti-samples' far neighbours are searched: all retain-class training "
+                               "data (the authors', also at Unlearning-30) or only the retain subset")
+    return protocol
+
+
+def add_speed_flags(parser: argparse.ArgumentParser) -> None:
+    speed = parser.add_argument_group(
+        "speed", "CUDA only; the CPU always runs the plain loop (README \"Speed\")")
+    speed.add_argument("--fused-adam", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch's fused Adam kernel (default: on with a CUDA device)")
+    speed.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                       help="capture each training step in a CUDA graph and replay it (default: on with a "
+                            "CUDA device, unless --compile; 4.4x faster epochs on an H200, bench/RESULTS.md)")
+    speed.add_argument("--bf16", action="store_true", help="bf16 autocast of forward pass and loss")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the model's forward (not with --cuda-graph)")
+
+
+def add_training_flags(group) -> None:
+    """How the original (and retrained) models train; default: the model's row in hparams.py."""
+    group.add_argument("--epochs", type=positive_int, help="epochs of the original and retrained models")
+    group.add_argument("--lr", type=positive_float, help="Adam learning rate of the original and retrained models")
+    group.add_argument("--batch-size", type=positive_int, help="minibatch size of every phase")
+
+
 # ----------------------------------------------------------------------------------------------
 # Resolving flags into a RunConfig
 
 
 def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
-    spec = get_dataset_spec(args.dataset)
-    if args.data_root is not None and not spec.needs_network:
-        raise UserError(f"--data-root does not apply to {args.dataset}, which is embedded (no files to point at); "
-                        f"leave it out or choose another --dataset")
+    spec = check_dataset(args)
     pretrained = resolve_pretrained(args.model, args.pretrained)  # also validates the model name
     table = hparams.resolve(args.model, spec.hparams_as, args.retain_percent, multi_class)
-    overrides = {field: getattr(args, field) for field in asdict(table)
-                 if getattr(args, field, None) is not None}
-    if overrides.get("tail_randomized") == 0:  # --tail-randomized 0/none: always the farthest
-        overrides["tail_randomized"] = None
-    run_hparams = hparams.RunHparams(**{**asdict(table), **overrides})
-    if not math.isfinite(run_hparams.lr * run_hparams.unlearn_scale_lr):
-        raise UserError(f"--lr {run_hparams.lr:g} x --unlearn-scale-lr {run_hparams.unlearn_scale_lr:g} overflows; "
-                        f"give smaller values")
+    if args.hparams is not None:
+        table = replace(table, **hparams.read_file(args.hparams))
+    run_hparams = with_flags(table, args)
     device = resolve_device(args.device)
     speed = resolve_speed(args, device)
     out = resolve_out(args, multi_class)
@@ -235,6 +249,26 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods), hparams=run_hparams,
         unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
+
+
+def check_dataset(args: argparse.Namespace) -> DatasetSpec:
+    """The --dataset's spec, after refusing a --data-root for the embedded data set."""
+    spec = get_dataset_spec(args.dataset)
+    if args.data_root is not None and not spec.needs_network:
+        raise UserError(f"--data-root does not apply to {args.dataset}, which is embedded (no files to point at); "
+                        f"leave it out or choose another --dataset")
+    return spec
+
+
+def with_flags(table: hparams.RunHparams, args: argparse.Namespace) -> hparams.RunHparams:
+    """`table` with every hyperparameter flag that was given."""
+    overrides = {field: getattr(args, field) for field in asdict(table) if getattr(args, field, None) is not None}
+    if overrides.get("tail_randomized") == 0:  # --tail-randomized 0/none: always the farthest
+        overrides["tail_randomized"] = None
+    row = replace(table, **overrides)
+    if not math.isfinite(row.lr * row.unlearn_scale_lr):
+        raise UserError(f"--lr {row.lr:g} x --unlearn-scale-lr {row.unlearn_scale_lr:g} overflows; give smaller values")
+    return row
 
 
 def resolve_speed(args: argparse.Namespace, device: torch.device) -> Speed:

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from errors import UserError
+from errors import UserError, first_line
 
 
 @dataclass
@@ -66,7 +66,7 @@ def as_split(data, name: str, device: torch.device | str) -> Split:
             labels = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
         except (TypeError, ValueError, RuntimeError) as error:
             raise UserError(f"{name}: its items must be (image, label) with tensor or array images of one "
-                            f"shape and integer labels ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+                            f"shape and integer labels ({first_line(error)})") from None
     else:
         raise UserError(f"{name}: expected an (images, labels) pair of tensors or a map-style Dataset of "
                         f"(image, label), got {type(data).__name__}")
@@ -76,18 +76,39 @@ def as_split(data, name: str, device: torch.device | str) -> Split:
     return Split(images.to(device, torch.float32), labels.to(device, torch.long))
 
 
-def draw_retain_subset(train: Split, forget_classes: list[int], percent: float, generator: torch.Generator) -> Split:
-    """`percent` of each retain class's training samples (at least one), drawn at random with the
-    CPU `generator`, class by class in label order; the forget classes' samples are left out."""
-    labels = train.labels.cpu()
+def draw_per_class(labels: torch.Tensor, percent: float, generator: torch.Generator,
+                   leave_out: list[int] = ()) -> torch.Tensor:
+    """Sorted indices of `percent` of each class's samples (at least one), drawn at random with the
+    CPU `generator`, class by class in label order; classes in `leave_out` get none."""
+    labels = labels.cpu()
     keep = []
     for c in labels.unique().tolist():
-        if c in forget_classes:
+        if c in leave_out:
             continue
         members = (labels == c).nonzero().squeeze(1)
         count = max(1, round(len(members) * percent / 100))
         keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
-    return train.subset(torch.cat(keep).sort().values.to(train.labels.device))
+    return torch.cat(keep).sort().values
+
+
+def draw_retain_subset(train: Split, forget_classes: list[int], percent: float, generator: torch.Generator) -> Split:
+    """`percent` of each retain class's training samples (`draw_per_class`); the forget classes'
+    samples are left out."""
+    return train.subset(draw_per_class(train.labels, percent, generator, forget_classes).to(train.labels.device))
+
+
+def split_off_validation(train: Split, percent: float, generator: torch.Generator) -> tuple[Split, Split]:
+    """(the rest, a validation split of `percent` of each class's samples), stratified and seeded
+    by the CPU `generator`; every class keeps samples on both sides."""
+    held = torch.zeros(len(train), dtype=torch.bool)
+    held[draw_per_class(train.labels, percent, generator)] = True
+    rest_labels = train.labels.cpu()[~held]
+    short = [c for c in train.labels.unique().tolist() if not (rest_labels == c).any()]
+    if short:
+        raise UserError(f"class {short[0]} has too few training samples to hold {percent:g}% out for validation; "
+                        f"give a larger --max-per-class")
+    held = held.to(train.labels.device)
+    return train.subset(~held), train.subset(held)
 
 
 @dataclass(frozen=True)

@@ -109,12 +109,27 @@ class Experiment:
     def __init__(self, config: RunConfig):
         self.config = config
         self.spec = get_dataset_spec(config.dataset)
-        self.train_data, self.test_data = load_dataset(
-            config.dataset, config.data_root, config.device, config.max_per_class)
+        self.train_data, self.test_data = self.load_data()
         # the inputs by content: results are reused only for the same data and checkpoint
-        self.inputs = {"data": fingerprint_data(config.dataset, config.data_root),
+        self.inputs = {"data": self.data_fingerprint(),
                        "checkpoint": fingerprint_file(config.checkpoint) if config.checkpoint else None}
         self.original_state, self.original_epoch = self._original_state()
+
+    def load_data(self) -> tuple[Split, Split]:
+        """The (train, test) splits the experiment trains and evaluates on."""
+        c = self.config
+        return load_dataset(c.dataset, c.data_root, c.device, c.max_per_class)
+
+    def data_fingerprint(self) -> str:
+        """What `load_data` gives, by content (`datasets.fingerprint_data`)."""
+        return fingerprint_data(self.config.dataset, self.config.data_root)
+
+    def results_key(self) -> str:
+        """A fingerprint of everything that changes a result: settings and inputs by content."""
+        settings = {k: v for k, v in self.config.to_dict().items() if k not in NOT_AFFECTING_RESULTS}
+        settings["device"] = torch.device(self.config.device).type  # cuda:1 and cuda:0 agree
+        settings["data_root"] = settings["checkpoint"] = None  # counted by content (self.inputs), wherever they are
+        return fingerprint({**settings, **self.inputs})
 
     # -- models --------------------------------------------------------------------------------
 
@@ -151,7 +166,7 @@ class Experiment:
         settings = {**self._training_settings(), "classes": classes}
         path = (Path(self.config.cache_dir) / self.config.dataset / self.config.model
                 / f"{name}_{fingerprint(settings)}.pt")
-        checkpoint = read_cached_model(path) if path.exists() else None
+        checkpoint = read_cached_model(path, self.new_scratch_model()) if path.exists() else None
         if checkpoint is None:
             checkpoint = self._train_and_cache(name, classes, settings, path)
         info = checkpoint["config"]
@@ -181,8 +196,10 @@ class Experiment:
         if self.config.checkpoint:
             model = self.new_model()
             checkpoint = load_checkpoint(self.config.checkpoint)
-            check_checkpoint_dataset(checkpoint, self.config.checkpoint, self.config.dataset)
+            notice = check_checkpoint_dataset(checkpoint, self.config.checkpoint, self.config.dataset)
             load_weights(model, checkpoint, self.config.checkpoint)
+            if notice:
+                print(f"note: {notice}", file=sys.stderr)
             return model.state_dict(), None
         state, _, epoch = self._trained_state("original", list(range(self.spec.num_classes)))
         return state, epoch
@@ -272,10 +289,7 @@ class Experiment:
         """Rows for every unit and method, unit by unit, each with its unit (`report.UNIT_KEYS`); a
         unit already finished by an earlier run with the same settings is read back from --out
         instead of being computed again."""
-        settings = {k: v for k, v in self.config.to_dict().items() if k not in NOT_AFFECTING_RESULTS}
-        settings["device"] = torch.device(self.config.device).type  # cuda:1 and cuda:0 agree
-        settings["data_root"] = settings["checkpoint"] = None  # counted by content (self.inputs), wherever they are
-        key = fingerprint({**settings, **self.inputs})
+        key = self.results_key()
         rows = []
         for forget_classes in tqdm(units, desc="forget sets", disable=not self.config.progress):
             name = "_".join(map(str, forget_classes))
@@ -300,31 +314,32 @@ class Experiment:
         return rows
 
 
-def read_cached_model(path: Path) -> dict[str, Any] | None:
-    """A cached model written by `_train_and_cache`, or None (with a one-line warning) if the
-    file is not one."""
+def read_cached_model(path: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+    """A cached model written by `_train_and_cache` whose weights fit `model`, or None (with a
+    one-line warning) if the file is not one."""
     try:
         checkpoint = load_checkpoint(path)
         config = checkpoint.get("config")
         if (not isinstance(checkpoint.get("best_state_dict"), dict) or not isinstance(config, dict)
                 or not isinstance(config.get("train_seconds"), float) or not isinstance(config.get("best_epoch"), int)):
             raise UserError(f"cached model {path} lacks the best-test epoch or its training time")
+        for key in ("state_dict", "best_state_dict"):
+            load_weights(model, {"state_dict": checkpoint[key], "config": config}, path)
         return checkpoint
     except UserError as error:
         print(f"warning: {error}; training it again", file=sys.stderr)
         return None
 
-def check_checkpoint_dataset(checkpoint: dict[str, Any], path: str, dataset: str) -> None:
-    """Refuse a --checkpoint that records another data set; a checkpoint that records none (a
-    user's own state dict) is taken, with a one-line notice."""
+def check_checkpoint_dataset(checkpoint: dict[str, Any], path: str, dataset: str) -> str | None:
+    """Refuse a --checkpoint that records another data set; for one that records none (a user's
+    own state dict), the one-line notice to give once its weights are loaded."""
     config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
     records = [config.get("dataset"), *(config.get(key, {}).get("dataset") for key in ("run", "settings")
                                          if isinstance(config.get(key), dict))]
     recorded = next((name for name in records if isinstance(name, str)), None)
-    if recorded is None:
-        print(f"note: --checkpoint {path} records no data set; taking it as a {dataset} model", file=sys.stderr)
-    elif recorded != dataset:
+    if recorded is not None and recorded != dataset:
         raise UserError(f"--checkpoint {path} is a {recorded} model, but this run's --dataset is {dataset}")
+    return f"--checkpoint {path} records no data set; taking it as a {dataset} model" if recorded is None else None
 
 
 def read_unit(path: Path, key: str) -> dict[str, Any] | None:

@@ -6,7 +6,14 @@ scripts let any field be overridden by a flag. Rows are looked up by the data se
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from errors import UserError
 
 BASE_LR = 1e-3  # Adam, original and retrained models (PAPER.md protocol)
 BATCH_SIZE = 128  # samples per minibatch, in every phase (also the toy example's)
@@ -81,6 +88,63 @@ class RunHparams:
     no_generated_data: int
     eps: float
     convex_combination: bool
+
+    def __post_init__(self):
+        """Types and ranges, so a row read from a file (`read_file`) is as safe as one from flags."""
+        for name, kind, valid, expected in _FIELD_CHECKS:
+            value = getattr(self, name)
+            if not _is_kind(value, kind) or not valid(value):
+                raise UserError(f"{name}={value!r}: expected {expected}")
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int|None":
+        return value is None or _is_kind(value, "int")
+    return _is_kind(value, "int") or isinstance(value, float) and math.isfinite(value)  # float
+
+
+# (field, type, valid, what is expected): RunHparams checks itself with these
+_FIELD_CHECKS = [
+    ("epochs", "int", lambda v: v >= 1, "a whole number >= 1"),
+    ("lr", "float", lambda v: v > 0, "a finite number > 0"),
+    ("batch_size", "int", lambda v: v >= 1, "a whole number >= 1"),
+    ("unlearn_epochs", "int", lambda v: v >= 1, "a whole number >= 1"),
+    ("unlearn_scale_lr", "float", lambda v: v > 0, "a finite number > 0"),
+    ("local_variance", "float", lambda v: v >= 0, "a finite number >= 0"),
+    ("size_multiplier", "int", lambda v: v >= 1, "a whole number >= 1"),
+    ("p", "float", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("tail_randomized", "int|None", lambda v: v is None or v >= 1, "null (the farthest) or a whole number >= 1"),
+    ("no_generated_data", "int", lambda v: v >= 1, "a whole number >= 1"),
+    ("eps", "float", lambda v: v >= 0, "a finite number >= 0"),
+    ("convex_combination", "bool", lambda v: True, "true or false"),
+]
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The fields of a hyperparameter file (`--hparams FILE`, e.g. the tuner's best_hparams.json): a
+    JSON object whose keys are `RunHparams` fields, any subset. Unknown keys, wrong types and values
+    out of range raise UserError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise UserError(f"hyperparameter file {path}: cannot read it ({error.strerror})") from None
+    except ValueError as error:
+        raise UserError(f"hyperparameter file {path} is not JSON ({error})") from None
+    known = [field.name for field in dataclasses.fields(RunHparams)]
+    if not isinstance(data, dict):
+        raise UserError(f"hyperparameter file {path}: expected a JSON object of {', '.join(known)}")
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise UserError(f"hyperparameter file {path}: unknown key {unknown[0]!r}; known: {', '.join(known)}")
+    try:
+        dataclasses.replace(resolve("ResNet18", "cifar10", 30), **data)  # checks types and ranges
+    except UserError as error:
+        raise UserError(f"hyperparameter file {path}: {error}") from None
+    return data
 
 
 def no_generated_data(retain_percent: float) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure  # figures without pyplot: files only, never a window
 
+from errors import first_line
 from train_utils import SELECT_FRACTION, atomic_write
 
 
@@ -284,5 +285,5 @@ def write_results(out: Path, summary: dict[str, Any]) -> list[str]:
         try:
             plot(out / name)
         except Exception as error:  # noqa: BLE001 - a plot must never cost the results already written
-            skipped.append(f"{name} skipped ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            skipped.append(f"{name} skipped ({first_line(error)})")
     return skipped

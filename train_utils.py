@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datasets import Split
-from errors import UserError
+from errors import UserError, first_line
 
 EVAL_BATCH_SIZE = 1000
 SELECT_FRACTION = 0.3  # PAPER.md "Model selection": a fresh random 30% of the test set each epoch
@@ -274,7 +274,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         if isinstance(error, OSError):  # e.g. a full disk: say which file
             raise OSError(error.errno, error.strerror, str(path)) from None
         if isinstance(error, RuntimeError):  # torch.save reports failed writes this way
-            raise UserError(f"could not write {path} ({str(error).splitlines()[0]}); is the disk full?") from None
+            raise UserError(f"could not write {path} ({first_line(error)}); is the disk full?") from None
         raise
 
 
@@ -294,12 +294,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
-    except pickle.UnpicklingError as error:
-        raise UserError(f"checkpoint {path} holds objects other than tensors and plain data, "
-                        f"refused without running them ({str(error).splitlines()[0]})") from None
+    except pickle.UnpicklingError:  # torch's message is a paragraph on weights_only
+        raise UserError(f"checkpoint {path} is not a PyTorch checkpoint of tensors and plain data "
+                        f"(anything else is refused without running it)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise UserError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
-                        f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
+                        f"({first_line(error)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"checkpoint {path} has no 'state_dict'; expected one written by this "
                         f"repository or a plain {{'state_dict': ..., 'config': ...}} dict")
@@ -308,8 +308,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
     """Load a checkpoint's weights, with a one-line error when they belong to another model."""
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {path}: its 'state_dict' is not a dict of parameter names to tensors "
+                        f"(got {type(state).__name__})")
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise UserError(f"checkpoint {path} holds NaN or infinite weights; give a model trained to the end")
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as error:
         first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
         raise UserError(f"checkpoint {path} does not fit this model and class count "

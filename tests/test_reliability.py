@@ -42,6 +42,11 @@ def empty_folder(tmp):
     return tmp / "empty"
 
 
+def hparams_file(tmp, content):
+    (tmp / "hparams.json").write_text(json.dumps(content))
+    return tmp / "hparams.json"
+
+
 # (flags, or a function of a temporary folder giving them; what the one-line message must say)
 BAD_INPUTS = [
     (["--dataset", "imagenet"], "unknown data set 'imagenet'; known: mnist5k"),
@@ -75,6 +80,14 @@ BAD_INPUTS = [
     (["--device", "meta"], "this tool runs on cpu, cuda, mps devices, not meta"),
     (["--lr", "1e300", "--unlearn-scale-lr", "1e10"], "--lr 1e+300 x --unlearn-scale-lr 1e+10 overflows"),
     (lambda tmp: ["--dataset", "cifar10", "--data-root", str(wrong_archive(tmp))], "must hold exactly the class folders"),
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, {"unlearn_scale_lr": 2, "learning_rate": 1}))],
+     "unknown key 'learning_rate'; known: epochs, lr"),
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, {"p": 1.5}))], "p=1.5: expected a probability in [0, 1]"),
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, {"unlearn_epochs": 2.5}))], "unlearn_epochs=2.5: expected a whole number"),
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, {"convex_combination": "yes"}))], "convex_combination='yes': expected true or false"),
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, [4, 10]))], "expected a JSON object of epochs, lr"),
+    (lambda tmp: ["--hparams", str(a_file(tmp))], "is not JSON"),
+    (lambda tmp: ["--hparams", str(tmp / "missing.json")], "cannot read it"),
     (lambda tmp: ["--out", str(a_file(tmp))], " is a file"),
     (lambda tmp: ["--out", str(a_file(tmp) / "sub")], "is not writable"),
 ]
@@ -148,16 +161,19 @@ def test_same_command_and_seed_give_identical_accuracies(clean_run, tmp_path):
     assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
 
 
-def test_a_killed_run_resumes_and_ends_with_the_same_numbers(clean_run, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_a_stopped_run_resumes_and_ends_with_the_same_numbers(stop, clean_run, tmp_path):
     command = [sys.executable, str(ROOT / "single_class_unlearning.py"), "--no-progress", *QUICK,
                "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
     first_unit = tmp_path / "r" / "units" / "anti_sample_forget_0.json"
     start = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not first_unit.exists() and process.poll() is None and time.monotonic() - start < 300:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)  # mid-way: class 0 done, class 1 under way
-    process.wait()
+    process.send_signal(stop)  # mid-way: class 0 done, class 1 under way
+    err = process.communicate(timeout=60)[1]
+    if stop == signal.SIGINT:  # Ctrl-C: one short message, exit 130
+        assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert first_unit.exists() and not (tmp_path / "r" / "summary.json").exists()
     finished = {p: p.stat().st_mtime_ns for p in [first_unit, *(tmp_path / "c").rglob("*.pt")]}
     assert any("original" in p.name for p in finished)
@@ -178,6 +194,57 @@ def test_truncated_cached_checkpoint_is_reported_and_rebuilt(clean_run, tmp_path
     assert result.returncode == 0, result.stderr
     assert "truncated" in result.stderr and "training it again" in result.stderr
     assert original.stat().st_size > 1000
+    assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
+
+
+def small_cnn_state(fill=None):
+    import models
+    state = models.get_model("SmallCNN", num_classes=10, in_channels=1).state_dict()
+    return {k: v.fill_(fill) if fill is not None and v.is_floating_point() else v for k, v in state.items()}
+
+
+# Files that are not a usable model: (what is written, what the one-line error says of it)
+MALFORMED_CHECKPOINTS = {
+    "empty file": (b"", "is truncated or not a PyTorch checkpoint"),
+    "random bytes": (bytes(range(256)) * 8, "is not a PyTorch checkpoint of tensors and plain data"),
+    "a list": ([1, 2, 3], "has no 'state_dict'"),
+    "state_dict a string": ({"state_dict": "weights"}, "is not a dict of parameter names to tensors"),
+    "state_dict of numbers": ({"state_dict": {"conv.weight": 3}}, "is not a dict of parameter names to tensors"),
+    "empty state_dict": ({"state_dict": {}}, "does not fit this model"),
+    "NaN weights": (lambda: {"state_dict": small_cnn_state(float("nan"))}, "holds NaN or infinite weights"),
+}
+
+
+def write_malformed(path, content):
+    content = content() if callable(content) else content
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+
+
+@pytest.mark.parametrize("case", MALFORMED_CHECKPOINTS)
+def test_a_malformed_checkpoint_is_one_line_and_exit_2(case, tmp_path, capsys):
+    content, message = MALFORMED_CHECKPOINTS[case]
+    write_malformed(tmp_path / "model.pt", content)
+    status, err = run_main("single_class_unlearning", ["--checkpoint", str(tmp_path / "model.pt"),
+                                                       "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")], capsys)
+    assert status == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["a list", "state_dict of numbers", "empty state_dict", "NaN weights"])
+def test_a_malformed_cached_model_is_reported_and_trained_again(case, clean_run, tmp_path):
+    import shutil
+    shutil.copytree(clean_run / "c", tmp_path / "c")
+    (original,) = (tmp_path / "c").rglob("original_*.pt")
+    payload = MALFORMED_CHECKPOINTS[case][0]
+    payload = payload() if callable(payload) else payload
+    if isinstance(payload, dict):  # the cached model with only its last-epoch weights spoilt
+        payload = {**torch.load(original, weights_only=True), "state_dict": payload["state_dict"]}
+    write_malformed(original, payload)
+    result = run_script("single_class_unlearning.py", *QUICK, "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
+    assert result.returncode == 0 and "training it again" in result.stderr, result.stderr
     assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
 
 

@@ -1,0 +1,181 @@
+"""tune_unlearning.py: the search never reads the test split, starts from the paper's row, resumes,
+and writes a row both entry scripts and the API accept."""
+import json
+import signal
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+
+import anti_sample
+import experiment
+import hparams
+import tune_unlearning
+import tuning
+from conftest import ROOT, run_main
+from datasets import DATASETS, get_dataset_spec, split_off_validation
+from models import list_models
+
+TINY = ["--max-per-class", "20", "--epochs", "2", "--no-progress"]
+
+
+def tune(tmp_path, *flags):
+    """tune_unlearning's main in this process at tiny sizes; (exit status, the study)."""
+    status = tune_unlearning.main([*TINY, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
+                                   *map(str, flags)])
+    return status, optuna.load_study(study_name="mnist5k-SmallCNN-30", storage=f"sqlite:///{tmp_path / 'out/study.db'}")
+
+
+class Unreadable:
+    """Stands in for the test split: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the tuner read the test split ({name})")
+
+    def __len__(self):
+        raise AssertionError("the tuner read the test split (len)")
+
+
+def test_a_study_never_reads_the_test_split_and_resumes_without_losing_trials(tmp_path, monkeypatch):
+    real = experiment.load_dataset
+    monkeypatch.setattr(experiment, "load_dataset", lambda *args: (real(*args)[0], Unreadable()))
+    status, study = tune(tmp_path, "--trials", 2)
+    assert status == 0
+    first = [(t.number, t.params, t.value) for t in study.trials]
+    assert len(first) == 2
+    assert first[0][1] == tuning.searched(tuning.start_row("SmallCNN", "mnist5k", 30))  # the paper's MNIST row
+
+    status, study = tune(tmp_path, "--trials", 3)  # the same command, asking for one more trial
+    assert status == 0
+    assert [(t.number, t.params, t.value) for t in study.trials][:2] == first
+    assert len(study.get_trials(states=tuning.FINISHED)) == 3
+    out = tmp_path / "out"
+    assert {"best_hparams.json", "tuning.json", "trials.csv", "optimization_history.png"} <= {p.name for p in out.iterdir()}
+    assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 3
+    best = json.loads((out / "best_hparams.json").read_text())
+    assert best == hparams.read_file(out / "best_hparams.json")
+    assert best["unlearn_epochs"] == study.best_params["unlearn_epochs"]
+
+
+def test_the_validation_split_is_stratified_disjoint_and_seeded(mnist5k):
+    train = mnist5k[0]
+    rest, validation = split_off_validation(train, 10, torch.Generator().manual_seed(0))
+    assert len(rest) + len(validation) == len(train)
+    for c in range(10):
+        assert (validation.labels == c).sum() == round(0.1 * (train.labels == c).sum().item())
+    def images(split):
+        return {x.numpy().tobytes() for x in split.images}
+    assert len(images(train)) == len(train)  # the digits are distinct, so no image is on both sides:
+    assert not images(rest) & images(validation)
+    again = split_off_validation(train, 10, torch.Generator().manual_seed(0))[1]
+    other = split_off_validation(train, 10, torch.Generator().manual_seed(1))[1]
+    assert torch.equal(again.images, validation.images) and not torch.equal(other.images, validation.images)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("model", list_models())
+def test_the_first_trial_is_the_papers_row_never_ours(model, dataset):
+    paper_dataset = get_dataset_spec(dataset).hparams_as
+    paper_model = model if (model, paper_dataset) in hparams.CONFIG_TABLE else "ResNet18"
+    row = tuning.start_row(model, dataset, 30)
+    assert row == hparams.resolve(paper_model, paper_dataset, 30)
+    assert (row.unlearn_scale_lr, row.local_variance) != (hparams.SMALL_CNN_ROW.unlearn_scale_lr,
+                                                         hparams.SMALL_CNN_ROW.local_variance)
+
+
+@pytest.mark.parametrize("model,dataset", hparams.CONFIG_TABLE)
+@pytest.mark.parametrize("retain_percent", [30, 100])  # resolve also gives the notebook rows there
+def test_every_paper_row_lies_in_the_search_space(model, dataset, retain_percent):
+    for name, value in tuning.searched(hparams.resolve(model, dataset, retain_percent)).items():
+        kind, *bounds = tuning.SEARCH_SPACE[name]
+        assert kind == "bool" or bounds[0] <= value <= bounds[1], (name, value)
+
+
+def test_a_trial_that_forgets_ranks_above_every_trial_that_does_not():
+    forgets = tuning.score([20.0, 30.0], [0.0, tuning.FORGET_TOLERANCE_PERCENT])
+    assert forgets == 25.0
+    assert tuning.score([99.0, 99.0], [0.0, 2.0]) == -2.0 < 0 <= tuning.score([0.0], [0.0])
+    assert tuning.score([90.0], [5.0]) > tuning.score([90.0], [50.0])
+
+
+def test_steps_put_every_class_end_at_the_same_step():
+    for epochs in range(1, tuning.MAX_UNLEARN_EPOCHS + 1):
+        steps = [tuning.step(1, e, epochs) for e in range(1, epochs + 1)]
+        assert steps == sorted(set(steps)) and steps[-1] == 2 * tuning.MAX_UNLEARN_EPOCHS
+
+
+def test_a_study_with_other_settings_is_refused(tmp_path, capsys):
+    assert tune(tmp_path, "--trials", 1)[0] == 0
+    capsys.readouterr()
+    status = tune_unlearning.main([*TINY, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"),
+                                   "--trials", "2", "--seed", "7"])
+    err = capsys.readouterr().err
+    assert status == 2 and "was tuned with other settings" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--trials", "0"], "argument --trials: expected a number >= 1, got 0"),
+    (["--storage", "nosuchdb://host/db"], "--storage nosuchdb://host/db cannot be opened"),
+    (["--classes", "4,12"], "class 12 is out of range"),
+    (["--timeout", "-5"], "argument --timeout: expected a finite number > 0"),
+])
+def test_bad_tuner_input_is_one_line_and_exit_2(flags, message, tmp_path, capsys):
+    try:
+        status = tune_unlearning.main([*TINY, "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), *flags])
+    except SystemExit as exit:
+        status = exit.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_ctrl_c_stops_the_tuner_with_exit_130_and_the_same_command_continues(tmp_path):
+    def command(trials):
+        return [sys.executable, str(ROOT / "tune_unlearning.py"), *TINY, "--trials", str(trials),
+                "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]
+    process = subprocess.Popen(command(200), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    logged = []
+    for line in process.stderr:  # optuna logs each finished trial without --progress
+        logged.append(line)
+        if sum(" finished with value" in line or " pruned." in line for line in logged) == 2:
+            break
+    process.send_signal(signal.SIGINT)
+    err = "".join(logged) + process.communicate(timeout=60)[1]
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    storage = f"sqlite:///{tmp_path / 'out/study.db'}"
+
+    def finished():
+        study = optuna.load_study(study_name="mnist5k-SmallCNN-30", storage=storage)
+        return {t.number: t.value for t in study.get_trials(states=tuning.FINISHED)}
+    kept = finished()
+    assert len(kept) >= 2
+    done = subprocess.run(command(len(kept) + 1), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = finished()
+    assert {n: v for n, v in after.items() if n in kept} == kept and len(after) == len(kept) + 1
+
+
+def test_hparams_file_sits_between_the_table_and_the_flags(tmp_path, capsys):
+    import cli
+    import single_class_unlearning
+    path = tmp_path / "best_hparams.json"
+    path.write_text(json.dumps({"unlearn_scale_lr": 3.5, "unlearn_epochs": 4, "convex_combination": True}))
+    parser = single_class_unlearning.get_args_parser()
+    config = cli.resolve_config(parser.parse_args(["--hparams", str(path), "--unlearn-epochs", "6",
+                                                   "--out", str(tmp_path)]), multi_class=False)
+    table = hparams.resolve("SmallCNN", "mnist", 30)
+    assert (config.hparams.unlearn_scale_lr, config.hparams.unlearn_epochs, config.hparams.convex_combination) == (3.5, 6, True)
+    assert config.hparams.local_variance == table.local_variance  # not in the file: the table's
+
+
+def test_the_api_takes_a_hparams_file_and_options_win(tmp_path):
+    path = tmp_path / "best_hparams.json"
+    path.write_text(json.dumps({"unlearn_scale_lr": 3.0, "unlearn_epochs": 2, "p": 0.5}))
+    params = anti_sample.AntiSampleParams.from_file(path, p=0.7)
+    assert (params.lr, params.epochs, params.p) == (3.0 * hparams.BASE_LR, 2, 0.7)
+    assert params.local_variance == anti_sample.AntiSampleParams().local_variance
+    path.write_text(json.dumps({"unlearn_scale_lr": 3.0, "momentum": 0.9}))
+    with pytest.raises(anti_sample.UserError, match="unknown key 'momentum'"):
+        anti_sample.AntiSampleParams.from_file(path)

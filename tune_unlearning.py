@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Find anti-sample hyperparameters for a model and data set with Optuna, scored on a validation
+split held out of the training data: the test set is never read (tuning.py says how).
+
+Writes <out>/best_hparams.json (give it to either unlearning script with --hparams, or to
+anti_sample.AntiSampleParams.from_file), trials.csv, tuning.json and Optuna's plots. The study
+lives in --storage (default: SQLite in --out): the same command run again continues it, and
+several processes given one --storage add trials to one study. With no flags it tunes SmallCNN
+on the embedded mnist5k digits.
+"""
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+from tqdm.auto import tqdm
+
+import cli
+import hparams
+import report
+import tuning
+import units
+from errors import UserError
+from experiment import DIST_TIMEOUT_MINUTES, RunConfig, fingerprint
+from models import resolve_pretrained
+from train_utils import NonFiniteLossError
+
+dataset_name = "mnist5k"
+model_name = "SmallCNN"
+retain_data_percent = 30
+DEFAULT_TRIALS = 100
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = cli.OneLineErrorParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = parser.add_argument_group("run")
+    cli.add_data_flags(run, dataset_name, model_name, retain_data_percent)
+    run.add_argument("--out", default=None, help="results folder (default results/<dataset>/<model>/tuning_<percent>)")
+    run.add_argument("--classes", type=cli.parse_classes, default=None,
+                     help=f"forget classes each trial unlearns, e.g. 0,3 (default: "
+                          f"{tuning.DEFAULT_TUNING_CLASSES} spread over the labels)")
+    study = parser.add_argument_group("study")
+    study.add_argument("--trials", type=cli.positive_int, default=DEFAULT_TRIALS,
+                       help="finished (completed or pruned) trials the study should hold, counting earlier runs "
+                            "and other processes; a rerun adds only the missing ones")
+    study.add_argument("--timeout", type=cli.positive_float, default=None, metavar="SECONDS",
+                       help="start no new trial after this many seconds of this process")
+    study.add_argument("--storage", default=None, metavar="URL",
+                       help="Optuna storage URL, e.g. sqlite:///study.db or postgresql://host/db "
+                            "(default sqlite:///<out>/study.db)")
+    study.add_argument("--study-name", default=None, help="(default <dataset>-<model>-<percent>)")
+    cli.add_protocol_flags(parser)
+    cli.add_speed_flags(parser)
+    training = parser.add_argument_group("the tuning original model", "default: the model's row in hparams.py")
+    cli.add_training_flags(training)
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> tuple[RunConfig, list[int]]:
+    """The tuning run's config (the start row as its hyperparameters) and tuning classes."""
+    spec = cli.check_dataset(args)
+    pretrained = resolve_pretrained(args.model, args.pretrained)
+    training = hparams.resolve(args.model, spec.hparams_as, args.retain_percent)
+    start = tuning.start_row(args.model, args.dataset, args.retain_percent)
+    row = cli.with_flags(replace(start, epochs=training.epochs, lr=training.lr, batch_size=training.batch_size), args)
+    device = cli.resolve_device(args.device)
+    classes = units.check_classes(args.classes if args.classes is not None
+                                  else tuning.default_classes(spec.num_classes), spec.num_classes)
+    out = args.out or f"results/{args.dataset}/{args.model}/tuning_{args.retain_percent:g}"
+    config = RunConfig(
+        dataset=args.dataset, model=args.model, retain_percent=float(args.retain_percent), multi_class=False,
+        data_root=args.data_root, max_per_class=args.max_per_class, device=str(device), seed=args.seed, out=out,
+        cache_dir=args.cache_dir, checkpoint=None, retrain=False, pretrained=pretrained, progress=args.progress,
+        dist_timeout_minutes=DIST_TIMEOUT_MINUTES, mia=False, repair_epochs=0, methods=["anti_sample"],
+        hparams=row, unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select="last",
+        speed=cli.resolve_speed(args, device))
+    return config, classes
+
+
+def describe(trial: dict | None) -> str:
+    if trial is None:
+        return "no finished trial"
+    if trial["retain_validation_percent"] is None:
+        return f"trial {trial['number']} ({trial['state'].lower()})"
+    retain, forget = trial["retain_validation_percent"], trial["forget_seen_percent"]
+    params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in trial["params"].items())
+    return (f"trial {trial['number']}: score {trial['score']:.2f}, retain {sum(retain) / len(retain):.2f}% "
+            f"(validation, mean), forget {max(forget):.2f}% (training + validation, worst); {params}")
+
+
+def main(argv: list[str]) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING if args.progress else optuna.logging.INFO)
+    try:
+        config, classes = resolve(args)
+        out = Path(config.out)
+        cli.check_writable_folder(out, "--out")
+        cli.check_writable_folder(Path(config.cache_dir), "--cache-dir")
+        experiment = tuning.TuningExperiment(config)  # trains (or loads) the tuning original model
+        storage = args.storage or f"sqlite:///{out / 'study.db'}"
+        name = args.study_name or f"{config.dataset}-{config.model}-{config.retain_percent:g}"
+        key = fingerprint({"results": experiment.results_key(), "classes": classes,
+                           "objective": [tuning.VALIDATION_PERCENT, tuning.FORGET_TOLERANCE_PERCENT]})
+        study = tuning.open_study(storage, name, key, config.seed)
+        start = tuning.searched(config.hparams)
+        tuning.enqueue_start(study, start)
+        bar = tqdm(total=args.trials, initial=tuning.finished_count(study), desc="trials", disable=not args.progress)
+
+        def after_trial(study: optuna.Study) -> None:
+            bar.n = tuning.finished_count(study)
+            best = tuning.best_row(study) and study.best_value
+            bar.set_postfix(best=f"{best:.2f}" if best is not None else "-")
+
+        began = time.perf_counter()
+        tuning.optimise(study, tuning.Tuner(experiment, classes), args.trials, args.timeout, after_trial)
+        bar.close()
+        summary = tuning.summary(study, start, config, classes, time.perf_counter() - began)
+        best = tuning.best_row(study)
+        if best is not None:
+            report.write_json(out / "best_hparams.json", best)
+        report.write_json(out / "tuning.json", summary)
+        report.write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
+        for notice in tuning.write_plots(study, out):
+            print(f"note: {notice}", file=sys.stderr)
+    except UserError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:  # while training the tuning original model
+        print(f"{parser.prog}: error: stopped: {error}; try a smaller --lr", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted; finished trials are in the study, so the same command continues it",
+              file=sys.stderr)
+        return 130
+    counts = summary["trials"]
+    print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, tuned on classes {classes} "
+          f"({counts['complete']} complete, {counts['pruned']} pruned trials in study {name!r}):")
+    print(f"  start (the paper's row): {describe(summary['start'])}")
+    print(f"  best:                    {describe(summary['best'])}")
+    if best is None:
+        print("no trial completed; run more trials (--trials, --timeout)")
+        return 1
+    print(f"wrote best_hparams.json, tuning.json, trials.csv and plots in {out}; use them with "
+          f"./single_class_unlearning.py --dataset {config.dataset} --model {config.model} "
+          f"--hparams {out / 'best_hparams.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

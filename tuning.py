@@ -1,0 +1,289 @@
+"""Hyperparameter search for anti-sample unlearning on a new model or data set, with Optuna, and
+without the test set (`tune_unlearning.py` is its command line).
+
+- **Data.** `VALIDATION_PERCENT` of each class's training samples is held out (seeded,
+  stratified); the test split is dropped unread when the data are loaded. The rest trains the
+  tuning original model (its last epoch: no selection on any held-out data) and supplies the
+  retain subset and the far-neighbour pool, exactly as a run's training data would.
+- **A trial.** For each tuning class, a copy of that model forgets the class with
+  `anti_sample.unlearn` (the API every run goes through) at the trial's hyperparameters; after
+  each unlearning epoch it is scored on the validation split and the score is reported to Optuna
+  (`step`); after each class but the last, Optuna's median pruner stops a trial that falls behind.
+- **The score** (maximised; `score`): a trial *forgets* when, for every tuning class, the
+  accuracy on all of that class's samples the tuner may see (its training samples and its
+  validation ones) is at most `FORGET_TOLERANCE_PERCENT` (a retrained model scores 0 there: it
+  never learnt the class). A trial that forgets scores its mean retain accuracy on the validation
+  split; one that does not scores minus its worst forget accuracy, so it ranks below every trial
+  that forgets.
+- **The first trial** is the paper's row for the model and data set, or the paper's ResNet18
+  row for the data set's paper counterpart (`DatasetSpec.hparams_as`) when the model is not one
+  of the paper's: never a row tuned by this project.
+- **Storage.** The study lives in an Optuna storage URL (default: SQLite in --out), so a killed
+  run resumes and several processes can share one study.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+import hparams
+from anti_sample import AntiSampleParams, unlearn
+from datasets import Split, get_dataset_spec, split_off_validation
+from errors import UserError, first_line
+from experiment import Experiment, RunConfig, make_generator
+from train_utils import NonFiniteLossError, evaluate
+
+VALIDATION_PERCENT = 10  # of each class's training samples, held out to score trials
+# Forget-class accuracy a trial may leave and still forget (2 of mnist5k's 400 digits per class).
+# The class's training samples count too: on its 40 validation samples alone, a row that just
+# forgot the tuning classes left 2-7 % on others (README "Tuning").
+FORGET_TOLERANCE_PERCENT = 0.5
+DEFAULT_TUNING_CLASSES = 3  # forget classes each trial unlearns, spread over the labels
+HEARTBEAT_SECONDS = 10  # a trial whose process stops beating for 2x this is failed and retried
+PRUNER_STARTUP_TRIALS = 5  # trials that run to the end before the pruner compares
+MAX_UNLEARN_EPOCHS = 20
+
+# The searched fields of hparams.RunHparams: (kind, low, high, log scale). Each range holds every
+# row of the paper's tables; no_generated_data only matters with the convex combination.
+SEARCH_SPACE: dict[str, tuple] = {
+    "unlearn_epochs": ("int", 1, MAX_UNLEARN_EPOCHS, False),
+    "unlearn_scale_lr": ("float", 0.3, 30.0, True),
+    "local_variance": ("float", 0.1, 30.0, True),
+    "size_multiplier": ("int", 1, 4, False),
+    "p": ("float", 0.5, 1.0, False),
+    "tail_randomized": ("int", 1, 64, True),
+    "convex_combination": ("bool",),
+    "no_generated_data": ("int", 50, 3000, True),
+}
+
+
+def default_classes(num_classes: int, count: int = DEFAULT_TUNING_CLASSES) -> list[int]:
+    """`count` classes spread over the labels: the middle of each of `count` equal ranges."""
+    return sorted({(2 * i + 1) * num_classes // (2 * count) for i in range(min(count, num_classes))})
+
+
+def start_row(model: str, dataset: str, retain_percent: float) -> hparams.RunHparams:
+    """The first trial: the paper's row for (model, data set), else its ResNet18 row for the
+    data set's paper counterpart (mnist5k: MNIST). Never hparams.SMALL_CNN_ROW or another row of ours."""
+    paper_dataset = get_dataset_spec(dataset).hparams_as
+    paper_model = model if (model, paper_dataset) in hparams.CONFIG_TABLE else "ResNet18"
+    return hparams.resolve(paper_model, paper_dataset, retain_percent)
+
+
+def searched(row: hparams.RunHparams) -> dict[str, Any]:
+    """The searched fields of `row`, as Optuna parameters (g only with the convex combination)."""
+    values = {name: getattr(row, name) for name in SEARCH_SPACE}
+    values["tail_randomized"] = row.tail_randomized or 1  # None and 1 both mean the farthest
+    if not row.convex_combination:
+        del values["no_generated_data"]
+    return values
+
+
+def suggest(trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's values of SEARCH_SPACE."""
+    values = {}
+    for name, (kind, *bounds) in SEARCH_SPACE.items():
+        if name == "no_generated_data" and not values["convex_combination"]:
+            continue
+        if kind == "bool":
+            values[name] = trial.suggest_categorical(name, [True, False])
+        else:
+            low, high, log = bounds
+            suggest_number = trial.suggest_int if kind == "int" else trial.suggest_float
+            values[name] = suggest_number(name, low, high, log=log)
+    return values
+
+
+def score(retain_percent: list[float], forget_percent: list[float]) -> float:
+    """The validation score of per-class accuracies (see the module docstring): the mean retain
+    accuracy if the worst forget accuracy is within FORGET_TOLERANCE_PERCENT, else minus it."""
+    worst = max(forget_percent)
+    return sum(retain_percent) / len(retain_percent) if worst <= FORGET_TOLERANCE_PERCENT else -worst
+
+
+def step(class_index: int, epoch: int, epochs: int) -> int:
+    """Where epoch `epoch` of `epochs` on the `class_index`-th tuning class is reported: by its share
+    of the schedule, so the end of each class is the same step, MAX_UNLEARN_EPOCHS x (index + 1), in
+    every trial. The pruner looks only there: trials are compared on finished classes."""
+    return class_index * MAX_UNLEARN_EPOCHS + math.ceil(epoch * MAX_UNLEARN_EPOCHS / epochs)
+
+
+class TuningExperiment(Experiment):
+    """An experiment whose 'test' data are the validation split held out of the training data; the
+    real test split is dropped when loaded. Its original model is trained on the rest, last epoch."""
+
+    def load_data(self) -> tuple[Split, Split]:
+        train, _ = super().load_data()  # the test split: never read
+        return split_off_validation(train, VALIDATION_PERCENT, make_generator(self.config.seed, "validation"))
+
+    def data_fingerprint(self) -> str:
+        return f"{super().data_fingerprint()}:less-{VALIDATION_PERCENT}%-validation"
+
+
+@dataclass
+class Tuner:
+    """The objective of a study: `tuner(trial)` unlearns each tuning class at the trial's values."""
+    experiment: TuningExperiment
+    classes: list[int]
+
+    def row(self, values: dict[str, Any]) -> hparams.RunHparams:
+        """The run's hyperparameters with the searched `values`."""
+        return dataclasses.replace(self.experiment.config.hparams, **values)
+
+    def unlearn_class(self, forget_class: int, params: AntiSampleParams,
+                      after_epoch: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
+        """Accuracies {"retain", "forget"} after unlearning `forget_class` from the tuning original;
+        `after_epoch(epoch, accuracies)` gets them after every epoch."""
+        e, forget = self.experiment, [forget_class]
+        inputs = e.unlearn_inputs(forget)
+        model = e.model_from(e.original_state)
+        # retain: validation samples only (the retain subset was trained on); forget: every sample
+        # of the class the tuner may see, training and validation (the retrained model's is 0 on both)
+        forgotten = Split.join(e.train_data.of_classes(forget), e.test_data.of_classes(forget))
+
+        def measure() -> dict[str, float]:
+            return {"retain": evaluate(model, e.test_data, forget)["retain"],  # e.test_data: the validation split
+                    "forget": evaluate(model, forgotten, forget)["forget"]}
+        unlearn(model, inputs.forget, inputs.retain, inputs.pool, params, generator=inputs.generator,
+                noise_generator=inputs.device_generator, progress=False, speed=inputs.speed,
+                after_epoch=lambda epoch: after_epoch(epoch, measure()))
+        return measure()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        row = self.row(suggest(trial))
+        params = AntiSampleParams.from_run(row, unlearn_mode=self.experiment.config.unlearn_mode)
+        retain, forget = [], []
+        for index, forget_class in enumerate(self.classes):
+            def report(epoch: int, accuracies: dict[str, float]) -> None:
+                trial.report(score(retain + [accuracies["retain"]], forget + [accuracies["forget"]]),
+                             step(index, epoch, row.unlearn_epochs))
+            try:
+                accuracies = self.unlearn_class(forget_class, params, report)
+            except NonFiniteLossError as error:
+                trial.set_user_attr("stopped", str(error))
+                raise optuna.TrialPruned() from None
+            retain.append(accuracies["retain"])
+            forget.append(accuracies["forget"])
+            if index + 1 < len(self.classes) and trial.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("retain_validation_percent", retain)
+        trial.set_user_attr("forget_seen_percent", forget)
+        return score(retain, forget)
+
+
+# ----------------------------------------------------------------------------------------------
+# Studies
+
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def open_study(storage_url: str, study_name: str, settings_key: str, seed: int) -> optuna.Study:
+    """The study `study_name` in `storage_url`, created if new. A study made with other settings
+    (data, model, seed, classes, ...) is refused rather than mixed with."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and their retry
+            storage = optuna.storages.RDBStorage(
+                storage_url, heartbeat_interval=HEARTBEAT_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    except Exception as error:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
+        raise UserError(f"--storage {storage_url} cannot be opened ({first_line(error)})") from None
+    existing = {s.study_name: s for s in storage.get_all_studies()}
+    if study_name in existing and existing[study_name].user_attrs.get("settings") != settings_key:
+        raise UserError(f"study {study_name!r} in {storage_url} was tuned with other settings (data, model, seed, "
+                        f"classes or protocol); give another --study-name, or the flags it was started with")
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS))
+    study.set_user_attr("settings", settings_key)
+    # seeded by the trials already there, so a resumed or second process does not repeat the first's draws
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def enqueue_start(study: optuna.Study, values: dict[str, Any]) -> None:
+    """Queue the start row as a trial unless the study has finished, queued or is running it."""
+    states = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    if not any(t.params == values or t.system_attrs.get("fixed_params") == values
+               for t in study.get_trials(deepcopy=False, states=states)):
+        study.enqueue_trial(values)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def optimise(study: optuna.Study, tuner: Tuner, trials: int, timeout_seconds: float | None,
+             after_trial: Callable[[optuna.Study], None] = lambda study: None) -> None:
+    """Add trials until the study has `trials` finished ones (from any process), or the timeout."""
+    remaining = trials - finished_count(study)
+    if remaining <= 0:
+        return
+    stop = optuna.study.MaxTrialsCallback(trials, states=FINISHED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+        study.optimize(tuner, n_trials=remaining, timeout=timeout_seconds, gc_after_trial=False,
+                       callbacks=[stop, lambda study, trial: after_trial(study)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+def best_row(study: optuna.Study) -> dict[str, Any] | None:
+    """The best trial's searched values as a hyperparameter file (`hparams.read_file`), or None."""
+    try:
+        return dict(study.best_params)  # no_generated_data only where the convex combination uses it
+    except ValueError:  # no completed trial yet
+        return None
+
+
+def summary(study: optuna.Study, start: dict[str, Any], config: RunConfig, classes: list[int],
+            seconds: float) -> dict[str, Any]:
+    """What tuning.json holds: the settings, the start and the best trial with their accuracies
+    (retain: validation; forget: the class's training and validation samples), the trial counts."""
+    trials = study.get_trials(deepcopy=False)
+
+    def describe(trial) -> dict[str, Any] | None:
+        if trial is None:
+            return None
+        return {"number": trial.number, "state": trial.state.name, "score": trial.value, "params": trial.params,
+                "retain_validation_percent": trial.user_attrs.get("retain_validation_percent"),
+                "forget_seen_percent": trial.user_attrs.get("forget_seen_percent")}
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    start_trial = next((t for t in trials if t.params == start and t.state in FINISHED), None)
+    best = max(complete, key=lambda t: t.value, default=None)
+    return {"study": study.study_name, "classes": classes, "validation_percent": VALIDATION_PERCENT,
+            "forget_tolerance_percent": FORGET_TOLERANCE_PERCENT, "seconds_this_process": seconds,
+            "trials": {state.name.lower(): sum(t.state == state for t in trials)
+                       for state in optuna.trial.TrialState},
+            "start": describe(start_trial), "best": describe(best),
+            "config": config.to_dict()}
+
+
+def write_plots(study: optuna.Study, out: Path) -> list[str]:
+    """Optuna's matplotlib plots as PNG; a notice for each that cannot be drawn yet (too few trials)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    notices = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental API; few-trial caveats of importances and axis limits
+        for name, plot in [("optimization_history", plots.plot_optimization_history),
+                           ("param_importances", plots.plot_param_importances), ("slice", plots.plot_slice)]:
+            try:
+                axes = plot(study)
+                figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+                figure.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
+                plt.close(figure)
+            except (ValueError, RuntimeError, ZeroDivisionError) as error:
+                notices.append(f"{name}.png skipped ({first_line(error)})")
+    return notices
