@@ -109,11 +109,16 @@ class Experiment:
     def __init__(self, config: RunConfig):
         self.config = config
         self.spec = get_dataset_spec(config.dataset)
+        given = self._read_checkpoint() if config.checkpoint else None  # refused before the data are loaded
         self.train_data, self.test_data = self.load_data()
         # the inputs by content: results are reused only for the same data and checkpoint
         self.inputs = {"data": self.data_fingerprint(),
                        "checkpoint": fingerprint_file(config.checkpoint) if config.checkpoint else None}
-        self.original_state, self.original_epoch = self._original_state()
+        # the original model's weights and its selected epoch (None for a --checkpoint)
+        if given is not None:
+            self.original_state, self.original_epoch = given, None
+        else:
+            self.original_state, _, self.original_epoch = self._trained_state("original", list(range(self.spec.num_classes)))
 
     def load_data(self) -> tuple[Split, Split]:
         """The (train, test) splits the experiment trains and evaluates on."""
@@ -191,18 +196,15 @@ class Experiment:
         return {"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
                 "best_state_dict": best.state, "config": config}
 
-    def _original_state(self) -> tuple[dict[str, torch.Tensor], int | None]:
-        """The original model's weights and its selected epoch (None for a --checkpoint)."""
-        if self.config.checkpoint:
-            model = self.new_model()
-            checkpoint = load_checkpoint(self.config.checkpoint)
-            notice = check_checkpoint_dataset(checkpoint, self.config.checkpoint, self.config.dataset)
-            load_weights(model, checkpoint, self.config.checkpoint)
-            if notice:
-                print(f"note: {notice}", file=sys.stderr)
-            return model.state_dict(), None
-        state, _, epoch = self._trained_state("original", list(range(self.spec.num_classes)))
-        return state, epoch
+    def _read_checkpoint(self) -> dict[str, torch.Tensor]:
+        """The weights of --checkpoint, after checking its data set and that they fit the model."""
+        model = self.new_model()
+        checkpoint = load_checkpoint(self.config.checkpoint)
+        notice = check_checkpoint_dataset(checkpoint, self.config.checkpoint, self.config.dataset)
+        load_weights(model, checkpoint, self.config.checkpoint)
+        if notice:
+            print(f"note: {notice}", file=sys.stderr)
+        return model.state_dict()
 
     def retrained_state(self, forget_classes: list[int]) -> tuple[dict[str, torch.Tensor], float, int]:
         retain = [c for c in range(self.spec.num_classes) if c not in forget_classes]

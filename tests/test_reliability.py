@@ -233,19 +233,28 @@ def test_a_malformed_checkpoint_is_one_line_and_exit_2(case, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("case", ["a list", "state_dict of numbers", "empty state_dict", "NaN weights"])
-def test_a_malformed_cached_model_is_reported_and_trained_again(case, clean_run, tmp_path):
-    import shutil
-    shutil.copytree(clean_run / "c", tmp_path / "c")
-    (original,) = (tmp_path / "c").rglob("original_*.pt")
+def spoil_cached_model(path, case):
+    """Write case's payload over a cached model: a list replaces the file; a state_dict replaces only
+    its last-epoch weights (the best-test ones stay intact)."""
     payload = MALFORMED_CHECKPOINTS[case][0]
     payload = payload() if callable(payload) else payload
-    if isinstance(payload, dict):  # the cached model with only its last-epoch weights spoilt
-        payload = {**torch.load(original, weights_only=True), "state_dict": payload["state_dict"]}
-    write_malformed(original, payload)
-    result = run_script("single_class_unlearning.py", *QUICK, "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
-    assert result.returncode == 0 and "training it again" in result.stderr, result.stderr
-    assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
+    if isinstance(payload, dict):
+        payload = {**torch.load(path, weights_only=True), "state_dict": payload["state_dict"]}
+    write_malformed(path, payload)
+
+
+@pytest.mark.parametrize("case", ["a list", "state_dict of numbers", "empty state_dict", "NaN weights"])
+def test_a_malformed_cached_model_is_reported_not_used(case, tmp_path, capsys):
+    """Detection only: what follows (trained again, the same numbers) is the truncated-file test's path."""
+    import models
+    from experiment import read_cached_model
+    model = models.get_model("SmallCNN", num_classes=10, in_channels=1)
+    save_checkpoint(tmp_path / "original.pt", model, {"train_seconds": 1.0, "best_epoch": 1},
+                    extra={"best_state_dict": model.state_dict()})
+    assert read_cached_model(tmp_path / "original.pt", model) is not None  # the intact file is read
+    spoil_cached_model(tmp_path / "original.pt", case)
+    assert read_cached_model(tmp_path / "original.pt", model) is None
+    assert "training it again" in capsys.readouterr().err
 
 
 def test_torchrun_splits_classes_across_two_processes_and_rank_0_merges(clean_run, tmp_path):

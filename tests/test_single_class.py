@@ -111,8 +111,14 @@ def test_cifar10_pipeline_on_a_subset_of_the_real_archive_forgets(cifar10_archiv
     assert row["unlearned_retain_test_acc"] > 5  # a model collapsed onto the forget class scores 0
 
 
-@pytest.mark.parametrize("script", ["single_class_unlearning", "multi_class_unlearning"])
-def test_help_explains_every_flag(script):
+UNLEARNING_FLAGS = {"--epochs", "--unlearn-epochs", "--pretrained", "--no-pretrained", "--repair-epochs", "--hparams"}
+TUNING_FLAGS = {"--epochs", "--trials", "--timeout", "--storage", "--study-name", "--classes", "--max-per-class"}
+
+
+@pytest.mark.parametrize("script,flags", [("single_class_unlearning", UNLEARNING_FLAGS),
+                                          ("multi_class_unlearning", UNLEARNING_FLAGS),
+                                          ("tune_unlearning", TUNING_FLAGS)])
+def test_help_explains_every_flag(script, flags):
     """Every flag of the parser is in --help, as a whole word, with a help text of its own."""
     import importlib
     parser = importlib.import_module(script).get_args_parser()
@@ -122,7 +128,7 @@ def test_help_explains_every_flag(script):
             if flag.startswith("--"):
                 assert flag in shown, flag
         assert action.help, action.option_strings
-    assert {"--epochs", "--unlearn-epochs", "--pretrained", "--no-pretrained", "--repair-epochs"} <= shown
+    assert flags <= shown
 
 
 def test_default_and_explicit_retain_percent_reuse_the_same_results(tmp_path):
