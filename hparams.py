@@ -124,6 +124,17 @@ _FIELD_CHECKS = [
 ]
 
 
+def _as_a_flag_takes_it(name: str, value: Any) -> Any:
+    """A file's value read as its flag reads it: 5.0 is a whole number, and a tail_randomized of 0
+    means the farthest (None)."""
+    kind = next(kind for field, kind, *_ in _FIELD_CHECKS if field == name)
+    if kind.startswith("int") and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if name == "tail_randomized" and value == 0 and not isinstance(value, bool):
+        value = None
+    return value
+
+
 def read_file(path: str | Path) -> dict[str, Any]:
     """The fields of a hyperparameter file (`--hparams FILE`, e.g. the tuner's best_hparams.json): a
     JSON object whose keys are `RunHparams` fields, any subset. Unknown keys, wrong types and values
@@ -140,6 +151,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise UserError(f"hyperparameter file {path}: unknown key {unknown[0]!r}; known: {', '.join(known)}")
+    data = {name: _as_a_flag_takes_it(name, value) for name, value in data.items()}
     try:
         dataclasses.replace(resolve("ResNet18", "cifar10", 30), **data)  # checks types and ranges
     except UserError as error:

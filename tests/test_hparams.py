@@ -1,4 +1,5 @@
 """The hyperparameter table and the environment files."""
+import json
 import re
 
 import pytest
@@ -71,3 +72,15 @@ def test_conda_environment_lists_the_same_dependencies_as_requirements():
     assert requirement_names(conda) == requirement_names(requirements)
     pins = {line.split("#")[0].strip() for line in requirements if line.strip()}
     assert pins <= {line.strip().lstrip("- ") for line in conda}  # same version ranges too
+
+
+@pytest.mark.parametrize("written,read", [
+    ({"unlearn_epochs": 4.0, "size_multiplier": 2}, {"unlearn_epochs": 4, "size_multiplier": 2}),
+    ({"tail_randomized": 0}, {"tail_randomized": None}),  # as --tail-randomized 0: the farthest
+    ({"tail_randomized": 0.0, "local_variance": 0}, {"tail_randomized": None, "local_variance": 0}),
+    ({"convex_combination": False, "p": 1}, {"convex_combination": False, "p": 1}),
+])
+def test_a_hparams_file_is_read_as_the_flags_read_their_values(written, read, tmp_path):
+    (tmp_path / "h.json").write_text(json.dumps(written))
+    values = hparams.read_file(tmp_path / "h.json")
+    assert values == read and all(type(values[k]) is type(v) for k, v in read.items())
