@@ -326,6 +326,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def report_failure(prog: str, error: BaseException, resumes: str) -> int | None:
+    """For a failure the user can act on, print it as one line on stderr and return the exit status;
+    None for any other error (the caller re-raises it). `resumes` says what a rerun of the same
+    command keeps after Ctrl-C."""
+    if isinstance(error, UserError):
+        message, status = f"error: {error}", 2
+    elif isinstance(error, NonFiniteLossError):  # while training an original or retrained model
+        message, status = f"error: stopped: {error}; try a smaller --lr", 2
+    elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        message, status = (f"error: no space left to write {error.filename or 'results'} ({error.strerror}); free "
+                           f"some space or choose another --out / --cache-dir, then run the same command again"), 1
+    elif isinstance(error, KeyboardInterrupt):
+        message, status = f"interrupted; {resumes}", 130
+    else:
+        return None
+    lead = "\n" if status == 130 else ""  # Ctrl-C: below the ^C the terminal echoed
+    print(f"{lead}{prog}: {message}", file=sys.stderr)
+    return status
+
+
 def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, choose_units) -> int:
     """Parse flags, run every unit, write the results and print the table. `choose_units(args,
     spec)` gives the forget sets. Exit status 2 with a one-line message for anything the user
@@ -345,23 +365,12 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, ch
         if "anti_sample" in config.methods:
             report.plot_anti_samples(*experiment.anti_sample_examples(units[0][0]), experiment.spec.mean,
                                      experiment.spec.std, out / "anti_samples.png")
-    except UserError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:  # while training the original or a retrained model
-        print(f"{parser.prog}: error: stopped: {error}; try a smaller --lr", file=sys.stderr)
-        return 2
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (UserError, NonFiniteLossError, OSError, KeyboardInterrupt) as error:
+        status = report_failure(parser.prog, error, "finished models and classes are saved, so the same command "
+                                                    "resumes from there")
+        if status is None:
             raise
-        print(f"{parser.prog}: error: no space left to write {error.filename or 'results'} ({error.strerror}); "
-              f"free some space or choose another --out / --cache-dir, then run the same command again",
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\n{parser.prog}: interrupted; finished models and classes are saved, so the same command "
-              f"resumes from there", file=sys.stderr)
-        return 130
+        return status
     for method in config.methods:
         print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, {method} "
               f"(accuracy on the test set, %):")

@@ -111,30 +111,26 @@ def main(argv: list[str]) -> int:
 
         def after_trial(study: optuna.Study) -> None:
             bar.n = tuning.finished_count(study)
-            best = tuning.best_row(study) and study.best_value
-            bar.set_postfix(best=f"{best:.2f}" if best is not None else "-")
+            best = tuning.best_trial(study)
+            bar.set_postfix(best=f"{best.value:.2f}" if best is not None else "-")
 
         began = time.perf_counter()
         tuning.optimise(study, tuning.Tuner(experiment, classes), args.trials, args.timeout, after_trial)
         bar.close()
         summary = tuning.summary(study, start, config, classes, time.perf_counter() - began)
-        best = tuning.best_row(study)
+        best = tuning.best_trial(study)
         if best is not None:
-            report.write_json(out / "best_hparams.json", best)
+            report.write_json(out / "best_hparams.json", best.params)
         report.write_json(out / "tuning.json", summary)
         report.write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         for notice in tuning.write_plots(study, out):
             print(f"note: {notice}", file=sys.stderr)
-    except UserError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:  # while training the tuning original model
-        print(f"{parser.prog}: error: stopped: {error}; try a smaller --lr", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\n{parser.prog}: interrupted; finished trials are in the study, so the same command continues it",
-              file=sys.stderr)
-        return 130
+    except (UserError, NonFiniteLossError, OSError, KeyboardInterrupt) as error:
+        status = cli.report_failure(parser.prog, error, "finished trials are in the study, so the same command "
+                                                        "continues it")
+        if status is None:
+            raise
+        return status
     counts = summary["trials"]
     print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, tuned on classes {classes} "
           f"({counts['complete']} complete, {counts['pruned']} pruned trials in study {name!r}):")

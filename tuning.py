@@ -143,13 +143,13 @@ class Tuner:
         e, forget = self.experiment, [forget_class]
         inputs = e.unlearn_inputs(forget)
         model = e.model_from(e.original_state)
-        # retain: validation samples only (the retain subset was trained on); forget: every sample
-        # of the class the tuner may see, training and validation (the retrained model's is 0 on both)
-        forgotten = Split.join(e.train_data.of_classes(forget), e.test_data.of_classes(forget))
+        # the validation split (e.test_data) and the class's training samples: retain accuracy is
+        # over validation samples only (the retain subset was trained on), forget accuracy over every
+        # sample of the class the tuner may see (the retrained model's is 0 on both)
+        scored = Split.join(e.test_data, e.train_data.of_classes(forget))
 
         def measure() -> dict[str, float]:
-            return {"retain": evaluate(model, e.test_data, forget)["retain"],  # e.test_data: the validation split
-                    "forget": evaluate(model, forgotten, forget)["forget"]}
+            return evaluate(model, scored, forget)
         unlearn(model, inputs.forget, inputs.retain, inputs.pool, params, generator=inputs.generator,
                 noise_generator=inputs.device_generator, progress=False, speed=inputs.speed,
                 after_epoch=lambda epoch: after_epoch(epoch, measure()))
@@ -236,11 +236,12 @@ def optimise(study: optuna.Study, tuner: Tuner, trials: int, timeout_seconds: fl
 # Results
 
 
-def best_row(study: optuna.Study) -> dict[str, Any] | None:
-    """The best trial's searched values as a hyperparameter file (`hparams.read_file`), or None."""
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best completed trial, or None before one completes. Its params are a hyperparameter file
+    (`hparams.read_file`; no_generated_data only where the convex combination uses it)."""
     try:
-        return dict(study.best_params)  # no_generated_data only where the convex combination uses it
-    except ValueError:  # no completed trial yet
+        return study.best_trial
+    except ValueError:
         return None
 
 
@@ -256,14 +257,12 @@ def summary(study: optuna.Study, start: dict[str, Any], config: RunConfig, class
         return {"number": trial.number, "state": trial.state.name, "score": trial.value, "params": trial.params,
                 "retain_validation_percent": trial.user_attrs.get("retain_validation_percent"),
                 "forget_seen_percent": trial.user_attrs.get("forget_seen_percent")}
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     start_trial = next((t for t in trials if t.params == start and t.state in FINISHED), None)
-    best = max(complete, key=lambda t: t.value, default=None)
     return {"study": study.study_name, "classes": classes, "validation_percent": VALIDATION_PERCENT,
             "forget_tolerance_percent": FORGET_TOLERANCE_PERCENT, "seconds_this_process": seconds,
             "trials": {state.name.lower(): sum(t.state == state for t in trials)
                        for state in optuna.trial.TrialState},
-            "start": describe(start_trial), "best": describe(best),
+            "start": describe(start_trial), "best": describe(best_trial(study)),
             "config": config.to_dict()}
 
 

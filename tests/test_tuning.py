@@ -14,7 +14,7 @@ import experiment
 import hparams
 import tune_unlearning
 import tuning
-from conftest import ROOT, run_main
+from conftest import ROOT
 from datasets import DATASETS, get_dataset_spec, split_off_validation
 from models import list_models
 
