@@ -27,7 +27,8 @@ from torch import nn
 from datasets import Split, as_split
 from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
-from hparams import BASE_LR, BATCH_SIZE, EPS, NO_GENERATED_DATA, NOTEBOOK_TABLE, UNLEARN_EPOCHS_SINGLE, read_file, resolve
+from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, NO_GENERATED_DATA, NOTEBOOK_TABLE, POSITIVE,
+                     UNLEARN_EPOCHS_SINGLE, Check, check_fields, read_file, resolve)
 from train_utils import Speed, TrainParams, synchronize, train
 
 UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
@@ -56,18 +57,7 @@ class AntiSampleParams:
     repair_lr: float = BASE_LR
 
     def __post_init__(self):
-        checks = [("local_variance", self.local_variance >= 0, ">= 0"),
-                  ("size_multiplier", self.size_multiplier >= 1, ">= 1"),
-                  ("p", 0 <= self.p <= 1, "in [0, 1]"),
-                  ("tail_randomized", self.tail_randomized is None or self.tail_randomized >= 1, ">= 1 or None"),
-                  ("no_generated_data", self.no_generated_data >= 1 or not self.convex_combination, ">= 1"),
-                  ("eps", self.eps >= 0, ">= 0"), ("epochs", self.epochs >= 1, ">= 1"),
-                  ("lr", self.lr > 0, "> 0"), ("batch_size", self.batch_size >= 1, ">= 1"),
-                  ("unlearn_mode", self.unlearn_mode in UNLEARN_MODES, f"one of {', '.join(UNLEARN_MODES)}"),
-                  ("repair_epochs", self.repair_epochs >= 0, ">= 0"), ("repair_lr", self.repair_lr > 0, "> 0")]
-        for name, valid, expected in checks:
-            if not valid:
-                raise UserError(f"anti-sample option {name}={getattr(self, name)!r}: expected {expected}")
+        check_fields(self, _OPTION_CHECKS, what="anti-sample option ")
 
     @property
     def num_far(self) -> int:
@@ -88,6 +78,16 @@ class AntiSampleParams:
         unlearn_scale_lr x lr), then by `options` (any field of this class)."""
         row = dataclasses.replace(resolve(*_PAPER_RUN), **read_file(path))
         return dataclasses.replace(cls.from_run(row), **options)
+
+
+# The ranges of hparams.FIELD_CHECKS (one table), under this class's names, and its own options.
+_OPTION_CHECKS = {
+    **{name: FIELD_CHECKS[name] for name in ("local_variance", "size_multiplier", "p", "tail_randomized",
+                                             "no_generated_data", "eps", "convex_combination", "lr", "batch_size")},
+    "epochs": FIELD_CHECKS["unlearn_epochs"],
+    "unlearn_mode": Check("str", lambda v: v in UNLEARN_MODES, f"one of {', '.join(UNLEARN_MODES)}"),
+    "repair_epochs": Check("int", lambda v: v >= 0, "a whole number >= 0"), "repair_lr": POSITIVE,
+}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from errors import UserError
 
@@ -91,43 +92,59 @@ class RunHparams:
 
     def __post_init__(self):
         """Types and ranges, so a row read from a file (`read_file`) is as safe as one from flags."""
-        for name, kind, valid, expected in _FIELD_CHECKS:
-            value = getattr(self, name)
-            if not _is_kind(value, kind) or not valid(value):
-                raise UserError(f"{name}={value!r}: expected {expected}")
+        check_fields(self, FIELD_CHECKS)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A field's type and range, and the words an error uses for them. The one table of ranges:
+    `RunHparams` and `anti_sample.AntiSampleParams` both check themselves with these."""
+    kind: str  # "int", "float" (finite; whole numbers too), "bool", "int|None" or "str"
+    valid: Callable[[Any], bool]
+    expected: str
+
+    def accepts(self, value: Any) -> bool:
+        return _is_kind(value, self.kind) and self.valid(value)
 
 
 def _is_kind(value: Any, kind: str) -> bool:
     if kind == "bool":
         return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
     if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if kind == "int|None":
         return value is None or _is_kind(value, "int")
-    return _is_kind(value, "int") or isinstance(value, float) and math.isfinite(value)  # float
+    return _is_kind(value, "int") or isinstance(value, numbers.Real) and math.isfinite(value)  # float
 
 
-# (field, type, valid, what is expected): RunHparams checks itself with these
-_FIELD_CHECKS = [
-    ("epochs", "int", lambda v: v >= 1, "a whole number >= 1"),
-    ("lr", "float", lambda v: v > 0, "a finite number > 0"),
-    ("batch_size", "int", lambda v: v >= 1, "a whole number >= 1"),
-    ("unlearn_epochs", "int", lambda v: v >= 1, "a whole number >= 1"),
-    ("unlearn_scale_lr", "float", lambda v: v > 0, "a finite number > 0"),
-    ("local_variance", "float", lambda v: v >= 0, "a finite number >= 0"),
-    ("size_multiplier", "int", lambda v: v >= 1, "a whole number >= 1"),
-    ("p", "float", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    ("tail_randomized", "int|None", lambda v: v is None or v >= 1, "null (the farthest) or a whole number >= 1"),
-    ("no_generated_data", "int", lambda v: v >= 1, "a whole number >= 1"),
-    ("eps", "float", lambda v: v >= 0, "a finite number >= 0"),
-    ("convex_combination", "bool", lambda v: True, "true or false"),
-]
+AT_LEAST_ONE = Check("int", lambda v: v >= 1, "a whole number >= 1")
+POSITIVE = Check("float", lambda v: v > 0, "a finite number > 0")
+NON_NEGATIVE = Check("float", lambda v: v >= 0, "a finite number >= 0")
+
+FIELD_CHECKS: dict[str, Check] = {  # RunHparams' fields
+    "epochs": AT_LEAST_ONE, "lr": POSITIVE, "batch_size": AT_LEAST_ONE, "unlearn_epochs": AT_LEAST_ONE,
+    "unlearn_scale_lr": POSITIVE, "local_variance": NON_NEGATIVE, "size_multiplier": AT_LEAST_ONE,
+    "p": Check("float", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "tail_randomized": Check("int|None", lambda v: v is None or v >= 1, "null (the farthest) or a whole number >= 1"),
+    "no_generated_data": AT_LEAST_ONE, "eps": NON_NEGATIVE,
+    "convex_combination": Check("bool", lambda v: True, "true or false"),
+}
+
+
+def check_fields(obj: Any, checks: dict[str, Check], what: str = "") -> None:
+    """UserError naming the first of `obj`'s fields (`checks`' keys) whose value `checks` refuses."""
+    for name, check in checks.items():
+        value = getattr(obj, name)
+        if not check.accepts(value):
+            raise UserError(f"{what}{name}={value!r}: expected {check.expected}")
 
 
 def _as_a_flag_takes_it(name: str, value: Any) -> Any:
     """A file's value read as its flag reads it: 5.0 is a whole number, and a tail_randomized of 0
     means the farthest (None)."""
-    kind = next(kind for field, kind, *_ in _FIELD_CHECKS if field == name)
+    kind = FIELD_CHECKS[name].kind
     if kind.startswith("int") and isinstance(value, float) and value.is_integer():
         value = int(value)
     if name == "tail_randomized" and value == 0 and not isinstance(value, bool):
