@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -39,14 +40,18 @@ def check_forget_set(classes: list[int], num_classes: int, flag: str = "--forget
 
 
 def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out: str) -> list[list[int]]:
-    """`draws` random sets of k classes, saved to <out>/draws.json and reused from there.
+    """`draws` distinct random sets of k classes, saved to <out>/draws.json and reused from there.
 
-    Draw i depends only on (seed, k, i), so a run with fewer draws forgets a prefix of the sets
-    of a run with more; a saved file for the same seed and k is read back as it is."""
+    Draw i depends only on (seed, k, i) and the draws before it (a set drawn before is drawn
+    again), so a run with fewer draws forgets a prefix of the sets of a run with more; a saved
+    file for the same seed and k is read back as it is."""
     if not 1 <= k < num_classes:
         raise UserError(f"--num-forget-classes {k} is out of range; give 1..{num_classes - 1} "
                         f"so at least one class is retained")
     draws = draws or PAPER_DRAWS.get(k, DEFAULT_DRAWS)
+    if draws > math.comb(num_classes, k):
+        raise UserError(f"--draws {draws}: only {math.comb(num_classes, k)} distinct sets of {k} of "
+                        f"{num_classes} classes exist")
     path = Path(out) / "draws.json"
     saved = read_draws(path)
     if saved is not None and saved["seed"] == seed and saved["num_forget_classes"] == k and len(saved["draws"]) >= draws:
@@ -55,10 +60,19 @@ def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out
         if wrong is not None:
             raise UserError(f"{path}: the set {wrong} has {len(wrong)} classes, not K = {k}; fix or delete the file")
         return [check_forget_set(s, num_classes, str(path)) for s in sets]
-    sets = [sorted(torch.randperm(num_classes, generator=make_generator(seed, "draw", k, i))[:k].tolist())
-            for i in range(draws)]
+    sets: list[list[int]] = []
+    for i in range(draws):
+        attempt = 0
+        while (new := _draw(num_classes, k, seed, i, attempt)) in sets:
+            attempt += 1
+        sets.append(new)
     report.write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
     return sets
+
+
+def _draw(num_classes: int, k: int, seed: int, i: int, attempt: int) -> list[int]:
+    keys = (seed, "draw", k, i) + ((attempt,) if attempt else ())  # attempt 0: the sets drawn before repeats were redrawn
+    return sorted(torch.randperm(num_classes, generator=make_generator(*keys))[:k].tolist())
 
 
 def refuse_together(args: argparse.Namespace, flag: str, others: list[str]) -> None:

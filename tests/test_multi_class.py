@@ -1,5 +1,6 @@
 """./multi_class_unlearning.py: drawing forget sets, their validation, and one end-to-end draw."""
 import json
+import math
 import re
 
 import pytest
@@ -17,6 +18,16 @@ def test_draws_are_reproducible_and_saved(tmp_path):
     assert json.loads((tmp_path / "a" / "draws.json").read_text())["draws"] == first
     assert draw_forget_sets(4, 3, 10, seed=100, out=str(tmp_path / "c")) == first[:3]
     assert draw_forget_sets(4, 5, 10, seed=7, out=str(tmp_path / "d")) != first
+
+
+@pytest.mark.parametrize("k", [1, 2, 8, 9])
+def test_drawn_sets_are_distinct_and_all_can_be_drawn(k, tmp_path):
+    every = math.comb(10, k)
+    sets = draw_forget_sets(k, every, 10, seed=100, out=str(tmp_path / "all"))
+    assert len({tuple(s) for s in sets}) == every
+    assert draw_forget_sets(k, min(every, 10), 10, seed=100, out=str(tmp_path / "some")) == sets[:10]
+    with pytest.raises(UserError, match=f"only {every} distinct sets"):
+        draw_forget_sets(k, every + 1, 10, seed=100, out=str(tmp_path / "more"))
 
 
 def test_saved_draws_are_reused_on_rerun(tmp_path):
