@@ -346,11 +346,12 @@ def check_checkpoint_dataset(checkpoint: dict[str, Any], path: str, dataset: str
 
 def read_unit(path: Path, key: str) -> dict[str, Any] | None:
     """A finished unit's row saved by `Experiment.run` with fingerprint `key`, or None when the
-    file is missing, from other settings, or not a row with every metric (then it is redone)."""
+    file is missing, from other settings, or not a row with every metric a finite number or null
+    (then it is redone)."""
     try:
         saved = json.loads(path.read_text())
         row = saved["row"]
-        if saved["fingerprint"] == key and all(name in row for name in report.METRIC_NAMES):
+        if saved["fingerprint"] == key and all(report.is_metric_value(row[name]) for name in report.METRIC_NAMES):
             return row
     except (OSError, ValueError, KeyError, TypeError):
         pass

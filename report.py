@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,13 @@ METRICS = [
     Metric("retrain_seconds", "retraining seconds", "s"),
 ]
 METRIC_NAMES = [m.name for m in METRICS]
+
+
+def is_metric_value(value: Any) -> bool:
+    """What a row holds for a metric: a finite number, or None where it does not apply."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
 UNIT_KEYS = {False: "forget_class", True: "forget_classes"}  # a row's unit, by multi_class
 ROWS_NAME = {False: "per_class", True: "per_draw"}  # where summary.json keeps the rows
 

@@ -7,6 +7,7 @@ Checkpoints hold the state dict and the resolved config, are written atomically 
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import pickle
@@ -260,8 +261,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a reader
     (or a rerun after a kill) sees the old file or the complete new one, never a torn one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as file:
@@ -271,11 +275,20 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError):  # e.g. a full disk: say which file
-            raise OSError(error.errno, error.strerror, str(path)) from None
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from None
         if isinstance(error, RuntimeError):  # torch.save reports failed writes this way
             raise UserError(f"could not write {path} ({first_line(error)}); is the disk full?") from None
         raise
+
+
+def _write_error(path: Path, error: OSError) -> OSError | UserError:
+    """A full disk stays an OSError naming the file (cli.report_failure words it); anything else,
+    such as a folder where the file goes or a file where its folder goes, is a one-line UserError."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OSError(error.errno, error.strerror, str(path))
+    where = f": {error.filename}" if error.filename and str(error.filename) != str(path) else ""
+    return UserError(f"could not write {path} ({error.strerror}{where}); move that away or choose another folder")
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
@@ -312,6 +325,8 @@ def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"checkpoint {path}: its 'state_dict' is not a dict of parameter names to tensors "
                         f"(got {type(state).__name__})")
+    if any(v.is_meta for v in state.values()):
+        raise UserError(f"checkpoint {path} holds meta tensors (shapes without values); save the trained weights")
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise UserError(f"checkpoint {path} holds NaN or infinite weights; give a model trained to the end")
     try:

@@ -212,6 +212,8 @@ MALFORMED_CHECKPOINTS = {
     "state_dict of numbers": ({"state_dict": {"conv.weight": 3}}, "is not a dict of parameter names to tensors"),
     "empty state_dict": ({"state_dict": {}}, "does not fit this model"),
     "NaN weights": (lambda: {"state_dict": small_cnn_state(float("nan"))}, "holds NaN or infinite weights"),
+    "meta tensors": (lambda: {"state_dict": {k: v.to("meta") for k, v in small_cnn_state().items()}},
+                     "holds meta tensors"),
 }
 
 
@@ -243,7 +245,7 @@ def spoil_cached_model(path, case):
     write_malformed(path, payload)
 
 
-@pytest.mark.parametrize("case", ["a list", "state_dict of numbers", "empty state_dict", "NaN weights"])
+@pytest.mark.parametrize("case", ["a list", "state_dict of numbers", "empty state_dict", "NaN weights", "meta tensors"])
 def test_a_malformed_cached_model_is_reported_not_used(case, tmp_path, capsys):
     """Detection only: what follows (trained again, the same numbers) is the truncated-file test's path."""
     import models
@@ -315,6 +317,57 @@ def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
     assert seen == {"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}
     default = single_class_unlearning.get_args_parser().parse_args([])
     assert default.dist_timeout_minutes == experiment.DIST_TIMEOUT_MINUTES >= 60
+
+
+# ----------------------------------------------------------------------------------------------
+# State files read defensively
+
+
+def a_row(**metrics):
+    from report import METRIC_NAMES
+    return {"method": "anti_sample", **{name: 1.0 for name in METRIC_NAMES}, **metrics}
+
+
+# What a hand edit or another program can leave in units/<method>_forget_<c>.json
+NOT_A_RESULT_FILE = {
+    "a metric that is text": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
+        unlearned_forget_test_acc="0.0")})),
+    "a metric that is NaN": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
+        unlearned_forget_test_acc=float("nan"))})),
+    "a metric that is a bool": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
+        unlearned_forget_test_acc=False)})),
+    "a metric missing": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": {
+        k: v for k, v in a_row().items() if k != "gap_to_retrain"}})),
+    "a row that is a list": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": [1.0]})),
+    "a list": lambda path: path.write_text("[]"),
+    "not JSON": lambda path: path.write_text("{"),
+    "a folder": lambda path: path.mkdir(),
+}
+
+
+@pytest.mark.parametrize("case", NOT_A_RESULT_FILE)
+def test_a_result_file_that_is_not_one_is_computed_again(case, tmp_path):
+    from experiment import read_unit
+    path = tmp_path / "anti_sample_forget_0.json"
+    assert read_unit(path, "k") is None  # missing
+    path.write_text(json.dumps({"fingerprint": "k", "row": a_row(retrained_mia_efficacy=None)}))
+    assert read_unit(path, "k") == a_row(retrained_mia_efficacy=None)  # what the code writes is read back
+    path.unlink()
+    NOT_A_RESULT_FILE[case](path)
+    assert read_unit(path, "k") is None
+
+
+@pytest.mark.parametrize("blocked", ["summary.json", "units"])
+def test_a_folder_or_file_in_the_way_of_a_result_is_one_line(blocked, tmp_path, capsys):
+    """summary.json that is a folder, or units/ that is a file: named in one line, exit 2."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / blocked).mkdir() if blocked == "summary.json" else (out / blocked).write_text("x")
+    status, err = run_main("single_class_unlearning", ["--epochs", "1", "--unlearn-epochs", "1", "--classes", "0",
+                                                       "--max-per-class", "20", "--no-retrain", "--no-mia",
+                                                       "--out", str(out), "--cache-dir", str(tmp_path / "c")], capsys)
+    assert status == 2 and f"could not write {out / blocked}" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------------------------
