@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -196,10 +197,12 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
     """`train/<class>/*` and `test/<class>/*` from a folder or a tar archive of one: exactly
     `classes` (numbered in that order), each in both splits, every image `size` x `size`.
 
-    Refused in one line: other class folders, two such trees in one archive, a member over
+    Hidden files and files without an image extension (torchvision's ImageFolder's, any case) are skipped,
+    with a one-line notice. Refused in one line: other class folders, two such trees in one archive, a member over
     `MAX_IMAGE_BYTES`, an image of another size (checked from its header, before decoding, so a
     decompression bomb is never expanded) and an image that cannot be decoded."""
     from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     def decode(name: str, data: bytes) -> np.ndarray:
         try:
@@ -222,11 +225,14 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
         return None
 
     found: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (split, class): [(name, bytes)]
-    trees = set()
+    trees, skipped = set(), []
 
     def add(name: str, parts: tuple[str, ...], read, declared_size: int | None = None) -> None:
         where = locate(parts)
         if not where:
+            return
+        if any(part.startswith(".") for part in parts) or PurePosixPath(parts[-1]).suffix.lower() not in IMG_EXTENSIONS:
+            skipped.append(name)  # not an image: .DS_Store, macOS's ._x.jpg, a README, ...
             return
         if declared_size is not None and declared_size > MAX_IMAGE_BYTES:
             raise UserError(f"--data-root {root}: {name} declares {declared_size} bytes, more than "
@@ -247,6 +253,9 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
         for path in sorted(root.rglob("*")):
             if path.is_file():
                 add(str(path), path.relative_to(root).parts, path.read_bytes)
+    if skipped:
+        print(f"note: --data-root {root}: skipped {len(skipped)} file(s) that are not images (hidden, or not "
+              f"{'/'.join(IMG_EXTENSIONS)}), e.g. {skipped[0]}", file=sys.stderr)
     if len(trees) > 1:
         names = sorted("/".join(tree) + "/" if tree else "./" for tree in trees)
         raise UserError(f"--data-root {root} holds {len(trees)} image-folder trees ({', '.join(names[:3])}); "

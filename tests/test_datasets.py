@@ -105,6 +105,26 @@ def bad_archive(tmp, case):
     return path
 
 
+def test_files_that_are_not_images_are_skipped_with_a_notice(tmp_path, capsys):
+    """What macOS, Windows and people leave in class folders: the same tensors as without them."""
+    write_image_folder_archive(tmp_path / "clean.tar")
+    junk = {"cifar/train/cat/.DS_Store": b"\0\0\0\1Bud1", "cifar/train/cat/._0.png": b"\0\5\26\7AppleDouble",
+            "cifar/test/dog/README.txt": b"dogs", "cifar/train/cat/Thumbs.db": b"\xd0\xcf"}
+    with tarfile.open(tmp_path / "clean.tar") as clean, tarfile.open(tmp_path / "junk.tar", "w") as both:
+        for member in clean:
+            both.addfile(member, clean.extractfile(member))
+        for name, data in junk.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            both.addfile(info, io.BytesIO(data))
+    expected = load_dataset("cifar10", tmp_path / "clean.tar")
+    assert capsys.readouterr().err == ""
+    loaded = load_dataset("cifar10", tmp_path / "junk.tar")
+    assert all(torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) for a, b in zip(loaded, expected))
+    err = capsys.readouterr().err
+    assert "skipped 4 file(s) that are not images" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("case,message", [
     ("a class missing", "train/ must hold exactly the class folders airplane, automobile"),
     ("an extra class", "found ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck', 'unicorn']"),
