@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -201,7 +202,7 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
     with a one-line notice. Refused in one line: other class folders, two such trees in one archive, a member over
     `MAX_IMAGE_BYTES`, an image of another size (checked from its header, before decoding, so a
     decompression bomb is never expanded) and an image that cannot be decoded."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     def decode(name: str, data: bytes) -> np.ndarray:
@@ -214,6 +215,8 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
                 gray = (np.asarray(image).astype(np.uint32) * 255 + 32767) // 65535
                 return np.repeat(gray.astype(np.uint8)[None], 3, axis=0)
             return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+        except UnidentifiedImageError:
+            raise UserError(f"--data-root {root}: {name} cannot be decoded (not an image format PIL reads)") from None
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             raise UserError(f"--data-root {root}: {name} cannot be decoded ({error})") from None
 
@@ -225,18 +228,21 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
         return None
 
     found: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (split, class): [(name, bytes)]
-    trees, skipped = set(), []
+    trees, skipped, names = set(), [], set()
 
-    def add(name: str, parts: tuple[str, ...], read, declared_size: int | None = None) -> None:
+    def add(name: str, parts: tuple[str, ...], read, declared_size: int) -> None:
         where = locate(parts)
         if not where:
             return
         if any(part.startswith(".") for part in parts) or PurePosixPath(parts[-1]).suffix.lower() not in IMG_EXTENSIONS:
             skipped.append(name)  # not an image: .DS_Store, macOS's ._x.jpg, a README, ...
             return
-        if declared_size is not None and declared_size > MAX_IMAGE_BYTES:
+        if declared_size > MAX_IMAGE_BYTES:
             raise UserError(f"--data-root {root}: {name} declares {declared_size} bytes, more than "
                             f"an image of this data set can need ({MAX_IMAGE_BYTES}); refused")
+        if parts in names:  # a tar archive can hold one path twice; extracted, the last would win
+            raise UserError(f"--data-root {root} holds {'/'.join(parts)} twice; keep one")
+        names.add(parts)
         trees.add(where[0])
         found.setdefault(where[1:], []).append((name, read()))
     if root.is_file():
@@ -250,9 +256,8 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
             raise UserError(f"--data-root {root} is not a readable tar archive of an image folder "
                             f"({type(error).__name__}: {error})") from None
     else:
-        for path in sorted(root.rglob("*")):
-            if path.is_file():
-                add(str(path), path.relative_to(root).parts, path.read_bytes)
+        for path in files_under(root):
+            add(str(path), path.relative_to(root).parts, path.read_bytes, path.stat().st_size)
     if skipped:
         print(f"note: --data-root {root}: skipped {len(skipped)} file(s) that are not images (hidden, or not "
               f"{'/'.join(IMG_EXTENSIONS)}), e.g. {skipped[0]}", file=sys.stderr)
@@ -317,6 +322,13 @@ def normalise(images_uint8: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     return (images_uint8.float() / 255 - mean) / std
 
 
+def files_under(root: Path) -> list[Path]:
+    """The regular files under a folder, sorted, through symlinked folders too (`Path.rglob` does not
+    follow them before Python 3.13); not devices or FIFOs, which would block or never end."""
+    found = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=True) for name in names]
+    return sorted(path for path in found if path.is_file())
+
+
 def fingerprint_data(name: str, root: str | Path | None = None) -> str:
     """What the data of `load_dataset(name, root)` are, by content, not by path: a hash of an
     archive file; of every file's relative path, size and modification time under a folder (a
@@ -330,19 +342,29 @@ def fingerprint_data(name: str, root: str | Path | None = None) -> str:
     if root.is_file():
         return f"{name}:{fingerprint_file(root)}"
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in files_under(root):
         stat = path.stat()
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return f"{name}:{digest.hexdigest()[:16]}"
 
 
-def fingerprint_file(path: str | Path) -> str:
+def fingerprint_file(path: str | Path, what: str = "file") -> str:
     """sha256 of a file's content (an archive, a --checkpoint): replaced at the same path, it is another input."""
+    check_regular_file(path, what)
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def check_regular_file(path: str | Path, what: str) -> None:
+    """A one-line UserError unless `path` is a regular file (a FIFO or /dev/zero would block or never end)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"{what} {path} is not a regular file")
 
 
 def load_dataset(name: str, root: str | Path | None = None, device: str | torch.device = "cpu",
@@ -356,6 +378,8 @@ def load_dataset(name: str, root: str | Path | None = None, device: str | torch.
     if spec.needs_network and root != DEFAULT_DATA_ROOT:
         if not root.exists():
             raise UserError(f"--data-root {root} does not exist")
+        if not root.is_dir() and not root.is_file():
+            raise UserError(f"--data-root {root} is neither a folder nor a file")
         if root.is_dir() and not any(root.iterdir()):
             raise UserError(f"--data-root {root} is empty; put the data set there, or leave "
                             f"--data-root out to download it into ./{DEFAULT_DATA_ROOT}")

@@ -113,7 +113,7 @@ class Experiment:
         self.train_data, self.test_data = self.load_data()
         # the inputs by content: results are reused only for the same data and checkpoint
         self.inputs = {"data": self.data_fingerprint(),
-                       "checkpoint": fingerprint_file(config.checkpoint) if config.checkpoint else None}
+                       "checkpoint": fingerprint_file(config.checkpoint, "checkpoint") if config.checkpoint else None}
         # the original model's weights and its selected epoch (None for a --checkpoint)
         if given is not None:
             self.original_state, self.original_epoch = given, None

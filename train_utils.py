@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from datasets import Split
+from datasets import Split, check_regular_file
 from errors import UserError, first_line
 
 EVAL_BATCH_SIZE = 1000
@@ -302,20 +302,22 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any],
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """{"state_dict", "config"} from `path`, refusing anything but tensors and plain data."""
+    """{"state_dict", "config"} from `path`, refusing anything but tensors and plain data. A bare
+    state dict (`torch.save(model.state_dict(), path)`) is taken as {"state_dict": it, "config": {}}."""
+    check_regular_file(path, "checkpoint")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError:  # torch's message is a paragraph on weights_only
         raise UserError(f"checkpoint {path} is not a PyTorch checkpoint of tensors and plain data "
                         f"(anything else is refused without running it)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise UserError(f"checkpoint {path} is truncated or not a PyTorch checkpoint "
                         f"({first_line(error)})") from None
+    if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        checkpoint = {"state_dict": checkpoint, "config": {}}  # a bare state dict
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"checkpoint {path} has no 'state_dict'; expected one written by this "
-                        f"repository or a plain {{'state_dict': ..., 'config': ...}} dict")
+        raise UserError(f"checkpoint {path} has no 'state_dict'; expected one written by this repository, "
+                        f"a {{'state_dict': ..., 'config': ...}} dict or a bare state dict")
     return checkpoint
 
 
@@ -329,9 +331,16 @@ def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path)
         raise UserError(f"checkpoint {path} holds meta tensors (shapes without values); save the trained weights")
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise UserError(f"checkpoint {path} holds NaN or infinite weights; give a model trained to the end")
+    if state and all(name.startswith("module.") for name in state):  # saved from a DistributedDataParallel
+        state = {name.removeprefix("module."): tensor for name, tensor in state.items()}
+    expected = model.state_dict()
+    wrong = next((name for name, tensor in state.items() if name in expected
+                  and expected[name].is_floating_point() and not tensor.is_floating_point()), None)
+    if wrong is not None:  # load_state_dict would copy them in, whole numbers and all
+        raise UserError(f"checkpoint {path}: {wrong} holds {state[wrong].dtype} values where the model has "
+                        f"{expected[wrong].dtype} weights")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
-        raise UserError(f"checkpoint {path} does not fit this model and class count "
-                        f"(config {checkpoint.get('config')}): {first}") from None
+        raise UserError(f"checkpoint {path} does not fit this model and class count: {first[:300]}") from None

@@ -1,12 +1,13 @@
 """Data sets load into normalised tensors: the embedded mnist5k, the real CIFAR-10 archive."""
 import io
+import os
 import tarfile
 
 import numpy as np
 import pytest
 import torch
 
-from datasets import CIFAR10_CLASSES, DATASETS, draw_retain_subset, load_dataset
+from datasets import CIFAR10_CLASSES, DATASETS, draw_retain_subset, fingerprint_data, load_dataset
 from errors import UserError
 
 
@@ -92,6 +93,14 @@ def bad_archive(tmp, case):
             info = tarfile.TarInfo("cifar/train/cat/0.png")
             info.size = 50 << 20  # declared; zeros compress to almost nothing
             archive.addfile(info, io.BytesIO(bytes(info.size)))
+    elif case == "a path twice":
+        write_image_folder_archive(path)
+        with tarfile.open(path) as first, tarfile.open(tmp / "twice.tar", "w") as twice:
+            for member in first:
+                twice.addfile(member, first.extractfile(member))
+            member = first.getmember("cifar/train/cat/0.png")
+            twice.addfile(member, first.extractfile(member))  # e.g. a dog image appended under a cat's name
+        return tmp / "twice.tar"
     elif case == "an undecodable image":
         write_image_folder_archive(path)
         with tarfile.open(path) as good, tarfile.open(tmp / "broken.tar", "w") as broken:
@@ -132,11 +141,40 @@ def test_files_that_are_not_images_are_skipped_with_a_notice(tmp_path, capsys):
     ("two trees", "holds 2 image-folder trees (cifar/, copy/); keep one"),
     ("a huge member", "cifar/train/cat/0.png declares 52428800 bytes"),
     ("an undecodable image", "cifar/train/cat/0.png cannot be decoded"),
+    ("a path twice", "holds cifar/train/cat/0.png twice; keep one"),
 ])
 def test_an_archive_that_is_not_cifar10_is_refused_in_one_line(tmp_path, case, message):
     with pytest.raises(UserError) as error:
         load_dataset("cifar10", bad_archive(tmp_path, case))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def extracted(tmp, archive):
+    with tarfile.open(archive) as opened:
+        opened.extractall(tmp / "tree", filter="data")
+    return tmp / "tree" / "cifar"
+
+
+def test_symlinked_class_folders_load_like_real_ones(tmp_path):
+    write_image_folder_archive(tmp_path / "data.tar")
+    real = extracted(tmp_path, tmp_path / "data.tar")
+    for split in ("train", "test"):
+        (tmp_path / "linked" / split).mkdir(parents=True)
+        for cls in CIFAR10_CLASSES:
+            (tmp_path / "linked" / split / cls).symlink_to(real / split / cls)
+    loaded, expected = load_dataset("cifar10", tmp_path / "linked"), load_dataset("cifar10", real)
+    assert all(torch.equal(a.images, b.images) for a, b in zip(loaded, expected))
+    assert fingerprint_data("cifar10", tmp_path / "linked") == fingerprint_data("cifar10", real)
+
+
+def test_a_folder_is_refused_a_huge_file_and_a_root_that_is_neither_folder_nor_file(tmp_path):
+    write_image_folder_archive(tmp_path / "data.tar")
+    tree = extracted(tmp_path, tmp_path / "data.tar")
+    os.truncate(tree / "train" / "cat" / "0.png", 2 << 20)  # sparse: refused by its size, never read
+    with pytest.raises(UserError, match="0.png declares 2097152 bytes"):
+        load_dataset("cifar10", tree)
+    with pytest.raises(UserError, match="--data-root /dev/null is neither a folder nor a file"):
+        load_dataset("cifar10", "/dev/null")
 
 
 def test_16_bit_images_are_scaled_not_clipped_to_white(tmp_path):

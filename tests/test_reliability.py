@@ -214,6 +214,8 @@ MALFORMED_CHECKPOINTS = {
     "NaN weights": (lambda: {"state_dict": small_cnn_state(float("nan"))}, "holds NaN or infinite weights"),
     "meta tensors": (lambda: {"state_dict": {k: v.to("meta") for k, v in small_cnn_state().items()}},
                      "holds meta tensors"),
+    "whole-number weights": (lambda: {"state_dict": {k: v.long() for k, v in small_cnn_state().items()}},
+                             "holds torch.int64 values where the model has torch.float32 weights"),
 }
 
 
@@ -233,6 +235,28 @@ def test_a_malformed_checkpoint_is_one_line_and_exit_2(case, tmp_path, capsys):
                                                        "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")], capsys)
     assert status == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_checkpoint_that_is_not_a_regular_file_is_refused_not_waited_on(tmp_path):
+    """A FIFO would block the read for ever (and /dev/zero never end)."""
+    os.mkfifo(tmp_path / "model.pt")
+    result = subprocess.run([sys.executable, str(ROOT / "single_class_unlearning.py"), "--checkpoint",
+                             str(tmp_path / "model.pt"), "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "checkpoint" in result.stderr and "is not a regular file" in result.stderr
+
+
+@pytest.mark.parametrize("form", ["bare state dict", "saved from DistributedDataParallel"])
+def test_a_users_own_state_dict_is_taken(form, tmp_path):
+    """torch.save(model.state_dict(), path), also with DDP's module. prefix: the same weights."""
+    import models
+    from train_utils import load_checkpoint, load_weights
+    trained = models.get_model("SmallCNN", num_classes=10, in_channels=1)
+    state = trained.state_dict()
+    torch.save({f"module.{k}": v for k, v in state.items()} if form.startswith("saved") else state, tmp_path / "m.pt")
+    model = models.get_model("SmallCNN", num_classes=10, in_channels=1)
+    load_weights(model, load_checkpoint(tmp_path / "m.pt"), tmp_path / "m.pt")
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 def spoil_cached_model(path, case):
