@@ -346,12 +346,12 @@ def check_checkpoint_dataset(checkpoint: dict[str, Any], path: str, dataset: str
 
 def read_unit(path: Path, key: str) -> dict[str, Any] | None:
     """A finished unit's row saved by `Experiment.run` with fingerprint `key`, or None when the
-    file is missing, from other settings, or not a row with every metric a finite number or null
-    (then it is redone)."""
+    file is missing, from other settings, or not a row of every metric in its range
+    (`report.Metric.accepts`; then it is redone)."""
     try:
         saved = json.loads(path.read_text())
         row = saved["row"]
-        if saved["fingerprint"] == key and all(report.is_metric_value(row[name]) for name in report.METRIC_NAMES):
+        if saved["fingerprint"] == key and all(metric.accepts(row[metric.name]) for metric in report.METRICS):
             return row
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -363,11 +363,18 @@ def distributed_rank() -> tuple[int, int]:
 
     RANK / WORLD_SIZE left in the environment without torchrun would wait for ranks that never
     come: they are refused (torchrun marks its workers with TORCHELASTIC_RUN_ID)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    except ValueError:
+        raise UserError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} and RANK={os.environ.get('RANK')!r} must be "
+                        f"whole numbers (torchrun sets them); unset them for a single process") from None
     if world > 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         raise UserError(f"WORLD_SIZE={world} is set, but this process was not started by torchrun; "
                         f"unset RANK and WORLD_SIZE, or launch with torchrun --nproc_per_node N")
-    return int(os.environ.get("RANK", 0)), world
+    if not 0 <= rank < world:
+        raise UserError(f"RANK={rank} is not in 0..{world - 1} (WORLD_SIZE={world}); unset RANK and WORLD_SIZE, "
+                        f"or launch with torchrun")
+    return rank, world
 
 
 def run(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, dict[str, Any] | None]:

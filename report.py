@@ -31,6 +31,15 @@ class Metric:
     header: str | None = None  # column header in the printed table
     retrained: str | None = None  # the same quantity for the retrained model (comparison.md's reference row)
 
+    def accepts(self, value: Any) -> bool:
+        """What a row can hold for this metric: None where it does not apply, else a finite number,
+        in [0, 100] for a percentage and >= 0 otherwise."""
+        if value is None:
+            return True
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        return 0 <= value <= 100 if self.unit == "%" else value >= 0
+
     @property
     def is_timing(self) -> bool:
         """Differs between two runs of the same command."""
@@ -58,11 +67,6 @@ METRICS = [
     Metric("retrain_seconds", "retraining seconds", "s"),
 ]
 METRIC_NAMES = [m.name for m in METRICS]
-
-
-def is_metric_value(value: Any) -> bool:
-    """What a row holds for a metric: a finite number, or None where it does not apply."""
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
 
 
 UNIT_KEYS = {False: "forget_class", True: "forget_classes"}  # a row's unit, by multi_class

@@ -184,9 +184,22 @@ class Tuner:
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
+def _in_memory(storage_url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    try:
+        url = make_url(storage_url)
+    except ArgumentError:
+        return False  # RDBStorage names what is wrong with it
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
 def open_study(storage_url: str, study_name: str, settings_key: str, seed: int) -> optuna.Study:
     """The study `study_name` in `storage_url`, created if new. A study made with other settings
     (data, model, seed, classes, ...) is refused rather than mixed with."""
+    if _in_memory(storage_url):
+        raise UserError(f"--storage {storage_url} is an in-memory database: the study would end with this process "
+                        f"and could not be continued; give a file, e.g. sqlite:///study.db")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and their retry

@@ -59,7 +59,11 @@ def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out
         wrong = next((s for s in sets if len(s) != k), None)
         if wrong is not None:
             raise UserError(f"{path}: the set {wrong} has {len(wrong)} classes, not K = {k}; fix or delete the file")
-        return [check_forget_set(s, num_classes, str(path)) for s in sets]
+        sets = [check_forget_set(s, num_classes, str(path)) for s in sets]
+        repeated = next((s for i, s in enumerate(sets) if s in sets[:i]), None)
+        if repeated is not None:  # it would weigh twice in the mean
+            raise UserError(f"{path}: the set {repeated} is given twice; fix or delete the file")
+        return sets
     sets: list[list[int]] = []
     for i in range(draws):
         attempt = 0
@@ -91,8 +95,8 @@ def read_draws(path: Path) -> dict | None:
         return None
     except (OSError, ValueError) as error:
         raise UserError(f"{path} is not readable JSON ({error}); fix or delete it") from None
-    valid = (isinstance(saved, dict) and isinstance(saved.get("seed"), int)
-             and isinstance(saved.get("num_forget_classes"), int) and isinstance(saved.get("draws"), list)
+    valid = (isinstance(saved, dict) and type(saved.get("seed")) is int
+             and type(saved.get("num_forget_classes")) is int and isinstance(saved.get("draws"), list)
              and all(isinstance(s, list) and all(type(c) is int for c in s) for s in saved["draws"]))
     if not valid:
         raise UserError(f"{path} is not a draws file ({{\"seed\": int, \"num_forget_classes\": int, "

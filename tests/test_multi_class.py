@@ -82,6 +82,8 @@ def test_one_draw_end_to_end_writes_the_schema(tmp_path):
     ('{"seed": 100, "num_forget_classes": 2, "draws": [[3, 8], [0, 1, 9]]}', "the set [0, 1, 9] has 3 classes, not K = 2"),
     ('{"seed": 100, "num_forget_classes": 2, "draws": [[3, 12], [0, 1]]}', "class 12 is out of range"),
     ('{"seed": 100, "num_forget_classes": 2, "draws": [[3, 3], [0, 1]]}', "class 3 is given more than once"),
+    ('{"seed": 100, "num_forget_classes": 2, "draws": [[1, 8], [8, 1]]}', "the set [1, 8] is given twice"),
+    ('{"seed": true, "num_forget_classes": 2, "draws": [[1, 8], [0, 1]]}', "is not a draws file"),
     ('{"seed": 100, "draws": {"0": [3, 8]}}', "is not a draws file"),
     ('[[3, 8]', "is not readable JSON"),
 ])

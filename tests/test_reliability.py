@@ -358,6 +358,10 @@ NOT_A_RESULT_FILE = {
         unlearned_forget_test_acc="0.0")})),
     "a metric that is NaN": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
         unlearned_forget_test_acc=float("nan"))})),
+    "an accuracy over 100 %": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
+        unlearned_retain_test_acc=1e9)})),
+    "a negative time": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
+        unlearn_seconds=-1.0)})),
     "a metric that is a bool": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
         unlearned_forget_test_acc=False)})),
     "a metric missing": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": {
@@ -430,13 +434,17 @@ def test_ctrl_c_is_a_short_message_and_exit_130(tmp_path, capsys, monkeypatch):
     assert status == 130 and "interrupted" in err and "resumes" in err and "Traceback" not in err
 
 
-def test_torchrun_variables_without_torchrun_are_refused_not_waited_on(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
+@pytest.mark.parametrize("rank,world,message", [("0", "2", "not started by torchrun"),
+                                                 ("x", "abc", "must be whole numbers (torchrun sets them)"),
+                                                 ("3", "1", "RANK=3 is not in 0..0")])
+def test_torchrun_variables_without_torchrun_are_refused_not_waited_on(rank, world, message, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", world)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     status, err = run_main("single_class_unlearning", ["--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path)],
                            capsys)
-    assert status == 2 and "not started by torchrun" in err
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("text", ["0", "0.0", "00", "0e0", "-0"])

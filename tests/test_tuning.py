@@ -118,6 +118,8 @@ def test_a_study_with_other_settings_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("flags,message", [
     (["--trials", "0"], "argument --trials: expected a number >= 1, got 0"),
     (["--storage", "nosuchdb://host/db"], "--storage nosuchdb://host/db cannot be opened"),
+    (["--storage", "sqlite:///"], "--storage sqlite:/// is an in-memory database"),
+    (["--storage", "sqlite:///:memory:"], "is an in-memory database"),
     (["--classes", "4,12"], "class 12 is out of range"),
     (["--timeout", "-5"], "argument --timeout: expected a finite number > 0"),
 ])
