@@ -29,7 +29,7 @@ from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
 from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, NO_GENERATED_DATA, NOTEBOOK_TABLE, POSITIVE,
                      UNLEARN_EPOCHS_SINGLE, Check, check_fields, read_file, resolve)
-from train_utils import Speed, TrainParams, synchronize, train
+from train_utils import Speed, TrainParams, resolve_device, synchronize, train
 
 UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
 _PAPER_RUN = ("ResNet18", "cifar10", 30)  # model, data set, retain percent of the defaults below
@@ -44,7 +44,7 @@ class AntiSampleParams:
     local_variance: float = _PAPER_ROW.local_variance  # lambda: noise scale, in units of |F - N| + eps
     size_multiplier: int = _PAPER_ROW.size_multiplier  # m: rounds, each giving one candidate per forget sample
     p: float = _PAPER_ROW.p  # probability of keeping a perturbed feature (else the neighbour's feature)
-    tail_randomized: int | None = _PAPER_ROW.tail_randomized  # k: draw among the k farthest; None: the farthest
+    tail_randomized: int | None = _PAPER_ROW.tail_randomized  # k: draw among the k farthest; None or 0: the farthest
     no_generated_data: int = NO_GENERATED_DATA[30]  # g: anti-samples per forget class
     eps: float = EPS  # floor of the noise scale, in the data's (normalised) units
     convex_combination: bool = _PAPER_ROW.convex_combination  # False: the n_f * m candidates themselves
@@ -164,10 +164,12 @@ def check_anti_sample_memory(forget: Split, params: AntiSampleParams) -> None:
     needed = 4 * (3 * rows * d + (params.no_generated_data * (rows + d) if params.convex_combination else 0))
     free = free_memory_bytes(forget.images.device)
     if free is not None and needed > MEMORY_SHARE * free:
+        smaller = "size_multiplier (--size-multiplier)" + (
+            " or no_generated_data (--no-generated-data)" if params.convex_combination else "")
         raise UserError(f"anti-samples need {needed / 2 ** 30:.1f} GiB per class (no_generated_data "
                         f"{params.no_generated_data}, size_multiplier {params.size_multiplier}), more than "
                         f"{MEMORY_SHARE:.0%} of the {free / 2 ** 30:.1f} GiB free on {forget.images.device}; "
-                        f"give a smaller --no-generated-data / no_generated_data")
+                        f"give a smaller {smaller}")
 
 
 def anti_sample_set(forget: Split, pool: Split, params: AntiSampleParams, generator: torch.Generator) -> Split:
@@ -224,7 +226,9 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
         known = [f.name for f in dataclasses.fields(AntiSampleParams)]
         unknown = sorted(set(options) - set(known))
         raise UserError(f"unknown option {unknown[0] if unknown else options}; known: {', '.join(known)}") from None
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = resolve_device(device, "device") if device is not None else _model_device(model)
+    if generator is not None and not (isinstance(generator, torch.Generator) and generator.device.type == "cpu"):
+        raise UserError(f"generator: expected a torch.Generator on the CPU, got {generator!r}")
     model.to(device)
     forget, retain = as_split(forget, "forget", device), as_split(retain, "retain", device)
     pool = retain if pool is None else as_split(pool, "pool", device)

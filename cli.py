@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import sys
 import tempfile
 from dataclasses import asdict, fields, replace
@@ -24,9 +25,8 @@ from errors import UserError
 from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, run
 from methods import METHODS, check_methods
 from models import list_models, resolve_pretrained
-from train_utils import SELECT_FRACTION, NonFiniteLossError, Speed
+from train_utils import SELECT_FRACTION, NonFiniteLossError, Speed, resolve_device
 
-DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones the pipeline is written for (not meta, xpu, ...)
 # ----------------------------------------------------------------------------------------------
 # Flags
 
@@ -68,7 +68,10 @@ def is_zero(text: str) -> bool:
 
 
 def non_negative_int(text: str) -> int:
-    return 0 if is_zero(text) else positive_int(text)
+    value = whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -82,7 +85,12 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
-    return 0.0 if is_zero(text) else positive_float(text)
+    if is_zero(text):
+        return 0.0
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}") from None
 
 
 def probability(text: str) -> float:
@@ -103,7 +111,14 @@ def percent(text: str) -> float:
 
 
 def tail(text: str) -> int:
-    return 0 if text.strip().lower() == "none" or is_zero(text) else positive_int(text)
+    """k: none or 0 for the farthest, else a whole number >= 1."""
+    if text.strip().lower() == "none":
+        return 0
+    try:
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected none, 0 (both: the farthest) or a whole number >= 1, "
+                                         f"got {text!r}") from None
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -298,6 +313,8 @@ def resolve_out(args: argparse.Namespace, multi_class: bool) -> str:
 
 
 def check_writable_folder(path: Path, flag: str) -> None:
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{flag} {path} is a link to {os.readlink(path)}, which does not exist; give a folder")
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file; give a folder")
     try:
@@ -306,24 +323,6 @@ def check_writable_folder(path: Path, flag: str) -> None:
             pass
     except OSError as error:
         raise UserError(f"{flag} {path} is not writable ({error.strerror}); give another folder") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a torch device; try cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} is not available here (no CUDA GPU); use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name} is not available here: this machine has {torch.cuda.device_count()} "
-                        f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name} is not available here; use --device cpu")
-    if device.type not in DEVICE_TYPES:
-        raise UserError(f"--device {name}: this tool runs on {', '.join(DEVICE_TYPES)} devices, not {device.type}; "
-                        f"use --device cpu")
-    return device
 
 
 def report_failure(prog: str, error: BaseException, resumes: str) -> int | None:

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from errors import UserError, first_line
+from errors import UserError, check_regular_file, first_line
 
 
 @dataclass
@@ -356,15 +356,6 @@ def fingerprint_file(path: str | Path, what: str = "file") -> str:
         for block in iter(lambda: file.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def check_regular_file(path: str | Path, what: str) -> None:
-    """A one-line UserError unless `path` is a regular file (a FIFO or /dev/zero would block or never end)."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{what} {path} does not exist")
-    if not path.is_file():
-        raise UserError(f"{what} {path} is not a regular file")
 
 
 def load_dataset(name: str, root: str | Path | None = None, device: str | torch.device = "cpu",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from errors import UserError
+from errors import UserError, check_regular_file
 
 BASE_LR = 1e-3  # Adam, original and retrained models (PAPER.md protocol)
 BATCH_SIZE = 128  # samples per minibatch, in every phase (also the toy example's)
@@ -127,7 +127,8 @@ FIELD_CHECKS: dict[str, Check] = {  # RunHparams' fields
     "epochs": AT_LEAST_ONE, "lr": POSITIVE, "batch_size": AT_LEAST_ONE, "unlearn_epochs": AT_LEAST_ONE,
     "unlearn_scale_lr": POSITIVE, "local_variance": NON_NEGATIVE, "size_multiplier": AT_LEAST_ONE,
     "p": Check("float", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "tail_randomized": Check("int|None", lambda v: v is None or v >= 1, "null (the farthest) or a whole number >= 1"),
+    "tail_randomized": Check("int|None", lambda v: v is None or v >= 0,
+                             "null or 0 (both: the farthest) or a whole number >= 1"),
     "no_generated_data": AT_LEAST_ONE, "eps": NON_NEGATIVE,
     "convex_combination": Check("bool", lambda v: True, "true or false"),
 }
@@ -157,7 +158,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
     JSON object whose keys are `RunHparams` fields, any subset. Unknown keys, wrong types and values
     out of range raise UserError naming the file."""
     try:
-        data = json.loads(Path(path).read_text())
+        check_regular_file(path, "hyperparameter file")
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: also a file saved with a BOM
     except OSError as error:
         raise UserError(f"hyperparameter file {path}: cannot read it ({error.strerror})") from None
     except ValueError as error:

@@ -80,10 +80,12 @@ def register_method(name: str):
 
 
 def check_methods(names: list[str]) -> list[str]:
+    if not names:
+        raise UserError(f"--methods: no method given; known: {', '.join(METHODS)}")
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise UserError(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
-    if len(set(names)) != len(names) or not names:
+    if len(set(names)) != len(names):
         raise UserError(f"--methods: give each method once, e.g. {','.join(METHODS)}")
     return names
 

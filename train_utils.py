@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from datasets import Split, check_regular_file
-from errors import UserError, first_line
+from datasets import Split
+from errors import UserError, check_regular_file, first_line
 
 EVAL_BATCH_SIZE = 1000
 SELECT_FRACTION = 0.3  # PAPER.md "Model selection": a fresh random 30% of the test set each epoch
@@ -170,6 +170,28 @@ def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.G
         return nn.functional.cross_entropy(forward(data.images[index]), data.labels[index])
     optimise(model, len(data), params, batch_loss, generator, data.images.device, phase, progress,
              grad_mask, speed, after_epoch)
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones the pipeline is written for (not meta, xpu, ...)
+
+
+def resolve_device(name: str | torch.device, what: str = "--device") -> torch.device:
+    """`name` as a device this machine has and the pipeline runs on, or a one-line UserError."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"{what} {name!r} is not a torch device; try cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{what} {name} is not available here (no CUDA GPU); use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{what} {name} is not available here: this machine has {torch.cuda.device_count()} "
+                        f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{what} {name} is not available here; use cpu")
+    if device.type not in DEVICE_TYPES:
+        raise UserError(f"{what} {name}: this tool runs on {', '.join(DEVICE_TYPES)} devices, not {device.type}; "
+                        f"use cpu")
+    return device
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -25,7 +25,7 @@ import units
 from errors import UserError
 from experiment import DIST_TIMEOUT_MINUTES, RunConfig, fingerprint
 from models import resolve_pretrained
-from train_utils import NonFiniteLossError
+from train_utils import NonFiniteLossError, resolve_device
 
 dataset_name = "mnist5k"
 model_name = "SmallCNN"
@@ -65,7 +65,7 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, list[int]]:
     training = hparams.resolve(args.model, spec.hparams_as, args.retain_percent)
     start = tuning.start_row(args.model, args.dataset, args.retain_percent)
     row = cli.with_flags(replace(start, epochs=training.epochs, lr=training.lr, batch_size=training.batch_size), args)
-    device = cli.resolve_device(args.device)
+    device = resolve_device(args.device)
     classes = units.check_classes(args.classes if args.classes is not None
                                   else tuning.default_classes(spec.num_classes), spec.num_classes)
     out = args.out or f"results/{args.dataset}/{args.model}/tuning_{args.retain_percent:g}"

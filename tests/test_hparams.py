@@ -84,3 +84,9 @@ def test_a_hparams_file_is_read_as_the_flags_read_their_values(written, read, tm
     (tmp_path / "h.json").write_text(json.dumps(written))
     values = hparams.read_file(tmp_path / "h.json")
     assert values == read and all(type(values[k]) is type(v) for k, v in read.items())
+
+
+def test_a_hparams_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors save UTF-8 with a BOM."""
+    (tmp_path / "h.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"p": 0.9}).encode())
+    assert hparams.read_file(tmp_path / "h.json") == {"p": 0.9}

@@ -42,6 +42,11 @@ def empty_folder(tmp):
     return tmp / "empty"
 
 
+def dangling_link(tmp):
+    (tmp / "gone").symlink_to(tmp / "no such folder")
+    return tmp / "gone"
+
+
 def hparams_file(tmp, content):
     (tmp / "hparams.json").write_text(json.dumps(content))
     return tmp / "hparams.json"
@@ -87,9 +92,18 @@ BAD_INPUTS = [
     (lambda tmp: ["--hparams", str(hparams_file(tmp, {"convex_combination": "yes"}))], "convex_combination='yes': expected true or false"),
     (lambda tmp: ["--hparams", str(hparams_file(tmp, [4, 10]))], "expected a JSON object of epochs, lr"),
     (lambda tmp: ["--hparams", str(a_file(tmp))], "is not JSON"),
-    (lambda tmp: ["--hparams", str(tmp / "missing.json")], "cannot read it"),
+    (lambda tmp: ["--hparams", str(tmp / "missing.json")], "missing.json does not exist"),
+    (["--hparams", "/dev/zero"], "hyperparameter file /dev/zero is not a regular file"),  # would never end
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, {"tail_randomized": -1}))],
+     "tail_randomized=-1: expected null or 0 (both: the farthest) or a whole number >= 1"),
+    (["--repair-epochs", "-1"], "argument --repair-epochs: expected a whole number >= 0, got -1"),
+    (["--eps", "-0.5"], "argument --eps: expected a finite number >= 0, got -0.5"),
+    (["--tail-randomized", "-2"], "expected none, 0 (both: the farthest) or a whole number >= 1, got '-2'"),
+    (["--methods", ","], "--methods: no method given; known: anti_sample"),
+    (["--size-multiplier", "1e12"], "give a smaller size_multiplier (--size-multiplier)"),
     (lambda tmp: ["--out", str(a_file(tmp))], " is a file"),
     (lambda tmp: ["--out", str(a_file(tmp) / "sub")], "is not writable"),
+    (lambda tmp: ["--out", str(dangling_link(tmp))], "which does not exist; give a folder"),
 ]
 
 
@@ -305,13 +319,13 @@ def test_missing_mlxtend_is_a_one_line_error_naming_the_package(monkeypatch, cap
 
 
 def test_cuda_index_beyond_the_gpus_present_is_refused(monkeypatch):
-    import cli
     from errors import UserError
+    from train_utils import resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UserError, match="cuda:3 is not available here: this machine has 1 CUDA GPU"):
-        cli.resolve_device("cuda:3")
-    assert cli.resolve_device("cuda:0") == torch.device("cuda:0")
+        resolve_device("cuda:3")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
 
 
 def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
