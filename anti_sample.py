@@ -220,13 +220,17 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     - `after_epoch(epoch)`: called after each epoch on retain data + anti-samples (from 1), e.g. to
       evaluate; it may raise to stop (the tuner prunes this way).
     Returns `(model, UnlearnRecord)`. Bad input raises `errors.UserError` with a one-line message."""
+    if params is not None and not isinstance(params, AntiSampleParams):
+        raise UserError(f"params: expected an AntiSampleParams, got {type(params).__name__} (give options as "
+                        f"keyword arguments instead, e.g. unlearn(model, forget, retain, lr=1e-3))")
     try:
         params = dataclasses.replace(params or AntiSampleParams(), **options)
     except TypeError:
         known = [f.name for f in dataclasses.fields(AntiSampleParams)]
         unknown = sorted(set(options) - set(known))
         raise UserError(f"unknown option {unknown[0] if unknown else options}; known: {', '.join(known)}") from None
-    device = resolve_device(device, "device") if device is not None else _model_device(model)
+    device = resolve_device(device, "device") if device is not None else resolve_device(_model_device(model),
+                                                                                        "the model's device")
     if generator is not None and not (isinstance(generator, torch.Generator) and generator.device.type == "cpu"):
         raise UserError(f"generator: expected a torch.Generator on the CPU, got {generator!r}")
     model.to(device)

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 import report
-from anti_sample import AntiSampleParams, anti_sample_set
+from anti_sample import AntiSampleParams, anti_sample_set, check_anti_sample_memory
 from datasets import Split, draw_retain_subset, fingerprint_data, fingerprint_file, get_dataset_spec, load_dataset
 from errors import UserError
 from far_neighbours import farthest_retain_indices
@@ -114,6 +114,8 @@ class Experiment:
         # the inputs by content: results are reused only for the same data and checkpoint
         self.inputs = {"data": self.data_fingerprint(),
                        "checkpoint": fingerprint_file(config.checkpoint, "checkpoint") if config.checkpoint else None}
+        if "anti_sample" in config.methods:  # anti-samples that cannot fit: refused before any training
+            check_anti_sample_memory(self.train_data, self.anti_sample_params())
         # the original model's weights and its selected epoch (None for a --checkpoint)
         if given is not None:
             self.original_state, self.original_epoch = given, None
@@ -296,7 +298,7 @@ class Experiment:
         for forget_classes in tqdm(units, desc="forget sets", disable=not self.config.progress):
             name = "_".join(map(str, forget_classes))
             paths = {m: Path(self.config.out) / "units" / f"{m}_forget_{name}.json" for m in methods}
-            done = {m: read_unit(path, key) for m, path in paths.items()}
+            done = {m: read_unit(path, key, m) for m, path in paths.items()}
             for method, path in paths.items():
                 if done[method] is None and path.exists():
                     print(f"note: {path} was computed from other data, checkpoint or settings (or is not a "
@@ -309,7 +311,7 @@ class Experiment:
                     raise UserError(f"stopped, forgetting classes {forget_classes}: {error}; "
                                     f"try a smaller --unlearn-scale-lr or --lr") from None
                 for method, row in new.items():
-                    report.write_json(paths[method], {"fingerprint": key, "row": row})
+                    write_unit(paths[method], key, row)
                 done.update(new)
             unit = forget_classes if self.config.multi_class else forget_classes[0]
             rows += [{report.UNIT_KEYS[self.config.multi_class]: unit, **done[m]} for m in methods]
@@ -344,18 +346,29 @@ def check_checkpoint_dataset(checkpoint: dict[str, Any], path: str, dataset: str
     return f"--checkpoint {path} records no data set; taking it as a {dataset} model" if recorded is None else None
 
 
-def read_unit(path: Path, key: str) -> dict[str, Any] | None:
-    """A finished unit's row saved by `Experiment.run` with fingerprint `key`, or None when the
-    file is missing, from other settings, or not a row of every metric in its range
-    (`report.Metric.accepts`; then it is redone)."""
+def write_unit(path: Path, key: str, row: dict[str, Any]) -> None:
+    """A finished unit's row, with the fingerprint of its settings and inputs and a digest of both."""
+    report.write_json(path, {"fingerprint": key, "row": row, "sha256": _unit_digest(key, row)})
+
+
+def read_unit(path: Path, key: str, method: str) -> dict[str, Any] | None:
+    """The row `write_unit` saved for `method` with fingerprint `key`, or None (then it is computed
+    again) when the file is missing, not a regular file, from other settings or another method, or
+    not exactly as written: any edit to its row breaks the digest."""
+    if not path.is_file():  # a FIFO would block the read
+        return None
     try:
         saved = json.loads(path.read_text())
         row = saved["row"]
-        if saved["fingerprint"] == key and all(metric.accepts(row[metric.name]) for metric in report.METRICS):
+        if saved["fingerprint"] == key and saved["sha256"] == _unit_digest(key, row) and row["method"] == method:
             return row
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def _unit_digest(key: str, row: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([key, row], sort_keys=True).encode()).hexdigest()
 
 
 def distributed_rank() -> tuple[int, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,6 @@ class Metric:
     better: str | None = None  # "high" / "low": compared across methods in comparison.md
     header: str | None = None  # column header in the printed table
     retrained: str | None = None  # the same quantity for the retrained model (comparison.md's reference row)
-
-    def accepts(self, value: Any) -> bool:
-        """What a row can hold for this metric: None where it does not apply, else a finite number,
-        in [0, 100] for a percentage and >= 0 otherwise."""
-        if value is None:
-            return True
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            return False
-        return 0 <= value <= 100 if self.unit == "%" else value >= 0
 
     @property
     def is_timing(self) -> bool:

@@ -298,18 +298,18 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError):
-            raise _write_error(path, error) from None
+            raise _write_error(path, error, tmp) from None
         if isinstance(error, RuntimeError):  # torch.save reports failed writes this way
             raise UserError(f"could not write {path} ({first_line(error)}); is the disk full?") from None
         raise
 
 
-def _write_error(path: Path, error: OSError) -> OSError | UserError:
+def _write_error(path: Path, error: OSError, tmp: str | None = None) -> OSError | UserError:
     """A full disk stays an OSError naming the file (cli.report_failure words it); anything else,
     such as a folder where the file goes or a file where its folder goes, is a one-line UserError."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return OSError(error.errno, error.strerror, str(path))
-    where = f": {error.filename}" if error.filename and str(error.filename) != str(path) else ""
+    where = f": {error.filename}" if error.filename and str(error.filename) not in (str(path), tmp) else ""
     return UserError(f"could not write {path} ({error.strerror}{where}); move that away or choose another folder")
 
 

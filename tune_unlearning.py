@@ -99,8 +99,8 @@ def main(argv: list[str]) -> int:
         out = Path(config.out)
         cli.check_writable_folder(out, "--out")
         cli.check_writable_folder(Path(config.cache_dir), "--cache-dir")
+        storage = tuning.open_storage(args.storage or f"sqlite:///{out / 'study.db'}")
         experiment = tuning.TuningExperiment(config)  # trains (or loads) the tuning original model
-        storage = args.storage or f"sqlite:///{out / 'study.db'}"
         name = args.study_name or f"{config.dataset}-{config.model}-{config.retain_percent:g}"
         key = fingerprint({"results": experiment.results_key(), "classes": classes,
                            "objective": [tuning.VALIDATION_PERCENT, tuning.FORGET_TOLERANCE_PERCENT]})

@@ -24,6 +24,7 @@ without the test set (`tune_unlearning.py` is its command line).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -194,23 +195,30 @@ def _in_memory(storage_url: str) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def open_study(storage_url: str, study_name: str, settings_key: str, seed: int) -> optuna.Study:
-    """The study `study_name` in `storage_url`, created if new. A study made with other settings
-    (data, model, seed, classes, ...) is refused rather than mixed with."""
+def open_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """The Optuna storage at `storage_url` (opened before the tuning original trains, so a bad URL
+    is refused at once), with heartbeats so a trial whose process died is retried once."""
     if _in_memory(storage_url):
         raise UserError(f"--storage {storage_url} is an in-memory database: the study would end with this process "
                         f"and could not be continued; give a file, e.g. sqlite:///study.db")
+    # SQLAlchemy logs a traceback when Ctrl-C interrupts a query; the interruption is reported in one line
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and their retry
-            storage = optuna.storages.RDBStorage(
+            return optuna.storages.RDBStorage(
                 storage_url, heartbeat_interval=HEARTBEAT_SECONDS,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     except Exception as error:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
         raise UserError(f"--storage {storage_url} cannot be opened ({first_line(error)})") from None
+
+
+def open_study(storage: optuna.storages.RDBStorage, study_name: str, settings_key: str, seed: int) -> optuna.Study:
+    """The study `study_name` in `storage`, created if new. A study made with other settings
+    (data, model, seed, classes, ...) is refused rather than mixed with."""
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if study_name in existing and existing[study_name].user_attrs.get("settings") != settings_key:
-        raise UserError(f"study {study_name!r} in {storage_url} was tuned with other settings (data, model, seed, "
+        raise UserError(f"study {study_name!r} in {storage.url} was tuned with other settings (data, model, seed, "
                         f"classes or protocol); give another --study-name, or the flags it was started with")
     study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS))

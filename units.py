@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 import report
-from errors import UserError
+from errors import UserError, check_regular_file
 from experiment import make_generator
 
 PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
@@ -43,8 +43,10 @@ def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out
     """`draws` distinct random sets of k classes, saved to <out>/draws.json and reused from there.
 
     Draw i depends only on (seed, k, i) and the draws before it (a set drawn before is drawn
-    again), so a run with fewer draws forgets a prefix of the sets of a run with more; a saved
-    file for the same seed and k is read back as it is."""
+    again), so a run with fewer draws forgets a prefix of the sets of a run with more. A saved
+    file (its sets may be written by hand) is never silently replaced: for the same seed and k
+    its sets come first, extended by new draws if more are asked for; for another seed or k it
+    is refused."""
     if not 1 <= k < num_classes:
         raise UserError(f"--num-forget-classes {k} is out of range; give 1..{num_classes - 1} "
                         f"so at least one class is retained")
@@ -54,23 +56,30 @@ def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out
                         f"{num_classes} classes exist")
     path = Path(out) / "draws.json"
     saved = read_draws(path)
-    if saved is not None and saved["seed"] == seed and saved["num_forget_classes"] == k and len(saved["draws"]) >= draws:
-        sets = saved["draws"][:draws]
-        wrong = next((s for s in sets if len(s) != k), None)
-        if wrong is not None:
-            raise UserError(f"{path}: the set {wrong} has {len(wrong)} classes, not K = {k}; fix or delete the file")
-        sets = [check_forget_set(s, num_classes, str(path)) for s in sets]
-        repeated = next((s for i, s in enumerate(sets) if s in sets[:i]), None)
-        if repeated is not None:  # it would weigh twice in the mean
-            raise UserError(f"{path}: the set {repeated} is given twice; fix or delete the file")
-        return sets
     sets: list[list[int]] = []
-    for i in range(draws):
+    if saved is not None:
+        if (saved["seed"], saved["num_forget_classes"]) != (seed, k):
+            raise UserError(f"{path} holds the sets of seed {saved['seed']}, K = {saved['num_forget_classes']}, "
+                            f"not of this run's seed {seed}, K = {k}; give another --out, or delete the file")
+        sets = _check_saved_sets(saved["draws"][:draws], k, num_classes, path)
+    for i in range(len(sets), draws):
         attempt = 0
         while (new := _draw(num_classes, k, seed, i, attempt)) in sets:
             attempt += 1
         sets.append(new)
-    report.write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
+    if saved is None or len(saved["draws"]) < draws:
+        report.write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
+    return sets
+
+
+def _check_saved_sets(sets: list[list[int]], k: int, num_classes: int, path: Path) -> list[list[int]]:
+    wrong = next((s for s in sets if len(s) != k), None)
+    if wrong is not None:
+        raise UserError(f"{path}: the set {wrong} has {len(wrong)} classes, not K = {k}; fix or delete the file")
+    sets = [check_forget_set(s, num_classes, str(path)) for s in sets]
+    repeated = next((s for i, s in enumerate(sets) if s in sets[:i]), None)
+    if repeated is not None:  # it would weigh twice in the mean
+        raise UserError(f"{path}: the set {repeated} is given twice; fix or delete the file")
     return sets
 
 
@@ -89,10 +98,11 @@ def refuse_together(args: argparse.Namespace, flag: str, others: list[str]) -> N
 def read_draws(path: Path) -> dict | None:
     """A draws.json written by `draw_forget_sets`, None if there is none; anything else is refused
     in one line (it may hold sets a user wrote by hand, so it is never silently replaced)."""
+    if not path.exists():
+        return None
+    check_regular_file(path, "draws file")  # a FIFO would block the read
     try:
         saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError) as error:
         raise UserError(f"{path} is not readable JSON ({error}); fix or delete it") from None
     valid = (isinstance(saved, dict) and type(saved.get("seed")) is int

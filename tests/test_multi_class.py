@@ -1,7 +1,9 @@
 """./multi_class_unlearning.py: drawing forget sets, their validation, and one end-to-end draw."""
 import json
 import math
+import os
 import re
+import signal
 
 import pytest
 
@@ -36,6 +38,28 @@ def test_saved_draws_are_reused_on_rerun(tmp_path):
     saved["draws"] = [[3, 8], [0, 9]]  # e.g. the sets of an earlier comparison run
     (tmp_path / "draws.json").write_text(json.dumps(saved))
     assert draw_forget_sets(2, 2, 10, seed=100, out=str(tmp_path)) == [[3, 8], [0, 9]]
+
+
+def test_saved_sets_are_kept_and_extended_when_more_draws_are_asked_for(tmp_path):
+    (tmp_path / "draws.json").write_text(json.dumps({"seed": 100, "num_forget_classes": 2, "draws": [[2, 3]]}))
+    sets = draw_forget_sets(2, 4, 10, seed=100, out=str(tmp_path))
+    assert sets[0] == [2, 3] and len({tuple(s) for s in sets}) == 4
+    assert json.loads((tmp_path / "draws.json").read_text())["draws"] == sets
+    fresh = draw_forget_sets(2, 4, 10, seed=100, out=str(tmp_path / "fresh"))
+    assert all(s in fresh or s == [2, 3] for s in sets[1:])  # the rest: the usual draws
+
+
+def test_a_draws_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    def blocked(*_):
+        raise TimeoutError("draws.json was read")
+    os.mkfifo(tmp_path / "draws.json")
+    signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)  # a blocked read fails the test instead of hanging it
+    try:
+        with pytest.raises(UserError, match="draws file .*draws.json is not a regular file"):
+            draw_forget_sets(2, 2, 10, 100, str(tmp_path))
+    finally:
+        signal.alarm(0)
 
 
 def test_default_draws_follow_the_paper(tmp_path):
@@ -85,6 +109,8 @@ def test_one_draw_end_to_end_writes_the_schema(tmp_path):
     ('{"seed": 100, "num_forget_classes": 2, "draws": [[1, 8], [8, 1]]}', "the set [1, 8] is given twice"),
     ('{"seed": true, "num_forget_classes": 2, "draws": [[1, 8], [0, 1]]}', "is not a draws file"),
     ('{"seed": 100, "draws": {"0": [3, 8]}}', "is not a draws file"),
+    ('{"seed": 7, "num_forget_classes": 2, "draws": [[3, 8], [0, 1]]}',
+     "holds the sets of seed 7, K = 2, not of this run's seed 100, K = 2; give another --out"),
     ('[[3, 8]', "is not readable JSON"),
 ])
 def test_a_draws_file_that_is_not_one_is_refused_not_overwritten(content, message, tmp_path):

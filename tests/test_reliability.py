@@ -363,40 +363,49 @@ def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
 
 def a_row(**metrics):
     from report import METRIC_NAMES
-    return {"method": "anti_sample", **{name: 1.0 for name in METRIC_NAMES}, **metrics}
+    return {"method": "anti_sample", **{name: 1.0 for name in METRIC_NAMES}, "original_epoch": 3,
+            "retrained_epoch": None, **metrics}
 
 
-# What a hand edit or another program can leave in units/<method>_forget_<c>.json
+def edit_row(**changes):
+    """A hand edit of a result file's row."""
+    def edit(path):
+        saved = json.loads(path.read_text())
+        path.write_text(json.dumps({**saved, "row": {**saved["row"], **changes}}))
+    return edit
+
+
+# What a hand edit or another program can leave in units/<method>_forget_<c>.json (written first
+# as the code writes it)
 NOT_A_RESULT_FILE = {
-    "a metric that is text": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
-        unlearned_forget_test_acc="0.0")})),
-    "a metric that is NaN": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
-        unlearned_forget_test_acc=float("nan"))})),
-    "an accuracy over 100 %": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
-        unlearned_retain_test_acc=1e9)})),
-    "a negative time": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
-        unlearn_seconds=-1.0)})),
-    "a metric that is a bool": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row(
-        unlearned_forget_test_acc=False)})),
-    "a metric missing": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": {
+    "an accuracy edited in range": edit_row(unlearned_forget_test_acc=0.5),
+    "a metric that is text": edit_row(unlearned_forget_test_acc="0.0"),
+    "a metric that is NaN": edit_row(unlearned_forget_test_acc=float("nan")),
+    "an accuracy over 100 %": edit_row(unlearned_retain_test_acc=1e9),
+    "a retrained column filled in": edit_row(retrained_retain_test_acc=55.0),
+    "an epoch that is text": edit_row(original_epoch="x"),
+    "another method": edit_row(method="finetune"),
+    "a metric missing": lambda path: path.write_text(json.dumps({**json.loads(path.read_text()), "row": {
         k: v for k, v in a_row().items() if k != "gap_to_retrain"}})),
+    "no digest": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": a_row()})),
     "a row that is a list": lambda path: path.write_text(json.dumps({"fingerprint": "k", "row": [1.0]})),
     "a list": lambda path: path.write_text("[]"),
     "not JSON": lambda path: path.write_text("{"),
-    "a folder": lambda path: path.mkdir(),
+    "a folder": lambda path: (path.unlink(), path.mkdir()),
+    "a FIFO": lambda path: (path.unlink(), os.mkfifo(path)),  # reading it would block for ever
 }
 
 
 @pytest.mark.parametrize("case", NOT_A_RESULT_FILE)
-def test_a_result_file_that_is_not_one_is_computed_again(case, tmp_path):
-    from experiment import read_unit
+def test_a_result_file_that_is_not_as_written_is_computed_again(case, tmp_path):
+    from experiment import read_unit, write_unit
     path = tmp_path / "anti_sample_forget_0.json"
-    assert read_unit(path, "k") is None  # missing
-    path.write_text(json.dumps({"fingerprint": "k", "row": a_row(retrained_mia_efficacy=None)}))
-    assert read_unit(path, "k") == a_row(retrained_mia_efficacy=None)  # what the code writes is read back
-    path.unlink()
+    assert read_unit(path, "k", "anti_sample") is None  # missing
+    write_unit(path, "k", a_row())
+    assert read_unit(path, "k", "anti_sample") == a_row()  # what the code writes is read back
+    assert read_unit(path, "other settings", "anti_sample") is None
     NOT_A_RESULT_FILE[case](path)
-    assert read_unit(path, "k") is None
+    assert read_unit(path, "k", "anti_sample") is None
 
 
 @pytest.mark.parametrize("blocked", ["summary.json", "units"])
