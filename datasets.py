@@ -54,7 +54,8 @@ class Split:
 def as_split(data, name: str, device: torch.device | str) -> Split:
     """`data` as a `Split` on `device`: a Split, an `(images, labels)` pair of tensors, or a
     map-style Dataset of `(image, label)` (read item by item; its images must be tensors or
-    arrays). Raises UserError naming `name` for anything else."""
+    arrays). Raises UserError naming `name` for anything else, and for images (not a Split's)
+    holding NaN or infinite values."""
     if isinstance(data, Split):
         images, labels = data.images, data.labels
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
@@ -75,7 +76,10 @@ def as_split(data, name: str, device: torch.device | str) -> Split:
     if labels.ndim != 1 or len(labels) != len(images) or labels.is_floating_point() or labels.is_complex():
         raise UserError(f"{name}: labels must be one integer class index per image; got labels of shape "
                         f"{tuple(labels.shape)} and dtype {labels.dtype} for {len(images)} images")
-    return Split(images.to(device, torch.float32), labels.to(device, torch.long))
+    images = images.to(device, torch.float32)
+    if not isinstance(data, Split) and not torch.isfinite(images).all():  # a Split: loaded from 8-bit images here
+        raise UserError(f"{name}: images hold NaN or infinite values")
+    return Split(images, labels.to(device, torch.long))
 
 
 def draw_per_class(labels: torch.Tensor, percent: float, generator: torch.Generator,

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 import report
 from anti_sample import AntiSampleParams, anti_sample_set, check_anti_sample_memory
 from datasets import Split, draw_retain_subset, fingerprint_data, fingerprint_file, get_dataset_spec, load_dataset
-from errors import UserError
+from errors import UserError, first_line
 from far_neighbours import farthest_retain_indices
 from hparams import RunHparams
 from methods import METHODS, UnlearnInputs
@@ -409,13 +409,17 @@ def run_units(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, li
 
     cuda = torch.device(config.device).type == "cuda"
     timeout = datetime.timedelta(minutes=config.dist_timeout_minutes)
-    if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        config.device = str(device)
-        torch.cuda.set_device(device)  # before the process group, so NCCL binds each rank to its GPU
-        dist.init_process_group("nccl", timeout=timeout, device_id=device)
-    else:
-        dist.init_process_group("gloo", timeout=timeout)
+    try:
+        if cuda:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            config.device = str(device)
+            torch.cuda.set_device(device)  # before the process group, so NCCL binds each rank to its GPU
+            dist.init_process_group("nccl", timeout=timeout, device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
+    except (ValueError, RuntimeError) as error:  # e.g. a MASTER_PORT that is not a port, a peer that never came
+        raise UserError(f"torchrun's rendezvous failed ({first_line(error)}); check MASTER_ADDR and MASTER_PORT, "
+                        f"or run without torchrun") from None
     try:
         if rank == 0:
             experiment = Experiment(config)  # trains and caches the original model once

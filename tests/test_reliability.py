@@ -470,6 +470,15 @@ def test_torchrun_variables_without_torchrun_are_refused_not_waited_on(rank, wor
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_torchrun_rendezvous_that_fails_is_one_line(tmp_path, capsys, monkeypatch):
+    for name, value in {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "abc"}.items():
+        monkeypatch.setenv(name, value)
+    status, err = run_main("single_class_unlearning", ["--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path)],
+                           capsys)
+    assert status == 2 and "torchrun's rendezvous failed" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("text", ["0", "0.0", "00", "0e0", "-0"])
 def test_zero_is_accepted_however_it_is_written(text):
     import single_class_unlearning
