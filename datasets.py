@@ -202,10 +202,11 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
     """`train/<class>/*` and `test/<class>/*` from a folder or a tar archive of one: exactly
     `classes` (numbered in that order), each in both splits, every image `size` x `size`.
 
-    Hidden files and files without an image extension (torchvision's ImageFolder's, any case) are skipped,
-    with a one-line notice. Refused in one line: other class folders, two such trees in one archive, a member over
-    `MAX_IMAGE_BYTES`, an image of another size (checked from its header, before decoding, so a
-    decompression bomb is never expanded) and an image that cannot be decoded."""
+    Hidden files and files without an image extension (torchvision's ImageFolder's, any case) are
+    skipped, with a one-line notice. Refused in one line: other class folders, two such trees in
+    one archive, one path twice, a file over `MAX_IMAGE_BYTES`, an image of another size (checked
+    from its header, before decoding, so a decompression bomb is never expanded) and an image that
+    cannot be decoded."""
     from PIL import Image, UnidentifiedImageError
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -232,7 +233,7 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
         return None
 
     found: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (split, class): [(name, bytes)]
-    trees, skipped, names = set(), [], set()
+    trees, skipped, seen = set(), [], set()
 
     def add(name: str, parts: tuple[str, ...], read, declared_size: int) -> None:
         where = locate(parts)
@@ -244,9 +245,9 @@ def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str
         if declared_size > MAX_IMAGE_BYTES:
             raise UserError(f"--data-root {root}: {name} declares {declared_size} bytes, more than "
                             f"an image of this data set can need ({MAX_IMAGE_BYTES}); refused")
-        if parts in names:  # a tar archive can hold one path twice; extracted, the last would win
+        if parts in seen:  # a tar archive can hold one path twice; extracted, the last would win
             raise UserError(f"--data-root {root} holds {'/'.join(parts)} twice; keep one")
-        names.add(parts)
+        seen.add(parts)
         trees.add(where[0])
         found.setdefault(where[1:], []).append((name, read()))
     if root.is_file():

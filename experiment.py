@@ -203,7 +203,7 @@ class Experiment:
         model = self.new_model()
         checkpoint = load_checkpoint(self.config.checkpoint)
         notice = check_checkpoint_dataset(checkpoint, self.config.checkpoint, self.config.dataset)
-        load_weights(model, checkpoint, self.config.checkpoint)
+        load_weights(model, checkpoint["state_dict"], self.config.checkpoint)
         if notice:
             print(f"note: {notice}", file=sys.stderr)
         return model.state_dict()
@@ -328,7 +328,7 @@ def read_cached_model(path: Path, model: torch.nn.Module) -> dict[str, Any] | No
                 or not isinstance(config.get("train_seconds"), float) or not isinstance(config.get("best_epoch"), int)):
             raise UserError(f"cached model {path} lacks the best-test epoch or its training time")
         for key in ("state_dict", "best_state_dict"):
-            load_weights(model, {"state_dict": checkpoint[key], "config": config}, path)
+            load_weights(model, checkpoint[key], path)
         return checkpoint
     except UserError as error:
         print(f"warning: {error}; training it again", file=sys.stderr)

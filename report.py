@@ -57,8 +57,6 @@ METRICS = [
     Metric("retrain_seconds", "retraining seconds", "s"),
 ]
 METRIC_NAMES = [m.name for m in METRICS]
-
-
 UNIT_KEYS = {False: "forget_class", True: "forget_classes"}  # a row's unit, by multi_class
 ROWS_NAME = {False: "per_class", True: "per_draw"}  # where summary.json keeps the rows
 

@@ -343,9 +343,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Load a checkpoint's weights, with a one-line error when they belong to another model."""
-    state = checkpoint["state_dict"]
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a checkpoint's weights (its "state_dict") into `model`, with a one-line error when they
+    belong to another model."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"checkpoint {path}: its 'state_dict' is not a dict of parameter names to tensors "
                         f"(got {type(state).__name__})")

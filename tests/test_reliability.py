@@ -269,7 +269,7 @@ def test_a_users_own_state_dict_is_taken(form, tmp_path):
     state = trained.state_dict()
     torch.save({f"module.{k}": v for k, v in state.items()} if form.startswith("saved") else state, tmp_path / "m.pt")
     model = models.get_model("SmallCNN", num_classes=10, in_channels=1)
-    load_weights(model, load_checkpoint(tmp_path / "m.pt"), tmp_path / "m.pt")
+    load_weights(model, load_checkpoint(tmp_path / "m.pt")["state_dict"], tmp_path / "m.pt")
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 

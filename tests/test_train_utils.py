@@ -114,7 +114,7 @@ def test_checkpoint_round_trip_keeps_weights_and_config(tmp_path):
     checkpoint = load_checkpoint(tmp_path / "m.pt")
     assert checkpoint["config"] == {"model": "Linear", "epochs": 3}
     other = nn.Linear(3, 2)
-    load_weights(other, checkpoint, "m.pt")
+    load_weights(other, checkpoint["state_dict"], "m.pt")
     assert torch.equal(other.weight, model.weight)
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
 
@@ -122,7 +122,7 @@ def test_checkpoint_round_trip_keeps_weights_and_config(tmp_path):
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     save_checkpoint(tmp_path / "m.pt", nn.Linear(3, 2), {})
     with pytest.raises(UserError, match="does not fit this model"):
-        load_weights(nn.Linear(3, 5), load_checkpoint(tmp_path / "m.pt"), "m.pt")
+        load_weights(nn.Linear(3, 5), load_checkpoint(tmp_path / "m.pt")["state_dict"], "m.pt")
 
 
 class CreatesFile:
