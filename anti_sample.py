@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,19 +28,26 @@ from torch import nn
 from datasets import Split, as_split
 from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
-from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, NO_GENERATED_DATA, NOTEBOOK_TABLE, POSITIVE,
-                     UNLEARN_EPOCHS_SINGLE, Check, check_fields, read_file, resolve)
-from train_utils import Speed, TrainParams, resolve_device, synchronize, train
+from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, FORGOTTEN_PERCENT, MAX_UNLEARN_EPOCHS, NO_GENERATED_DATA,
+                     NOTEBOOK_TABLE, POSITIVE, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, read_file,
+                     resolve)
+from train_utils import Speed, TrainParams, accuracy, predict, resolve_device, synchronize, train
 
 UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
 _PAPER_RUN = ("ResNet18", "cifar10", 30)  # model, data set, retain percent of the defaults below
 _PAPER_ROW = NOTEBOOK_TABLE[_PAPER_RUN]
+# Ours, the API's defaults where they leave the paper's row (README "Use it on your own model"): the
+# row's 2.2e-3 left a small MLP and our SmallCNN far from forgotten even after 30 epochs; 2e-2
+# wrecked SmallCNN's retain accuracy.
+API_LR = 1e-2
 
 
 @dataclass(frozen=True)
 class AntiSampleParams:
-    """Every option of the method. Defaults: the paper's CIFAR-10 / ResNet18 Unlearning-30
-    notebook row (hparams.NOTEBOOK_TABLE) with its 5 epochs; other rows: hparams.resolve."""
+    """Every option of the method. Defaults, the API's (ours; the authors have no API): the paper's
+    CIFAR-10 / ResNet18 Unlearning-30 notebook row (hparams.NOTEBOOK_TABLE) with its 5 epochs, but
+    unlearning until forgotten (forget_target hparams.FORGOTTEN_PERCENT, at most max_epochs) at lr
+    API_LR. `AntiSampleParams.paper(...)` is a paper row as published (fixed epochs)."""
     # anti-samples (PAPER.md steps 1-3)
     local_variance: float = _PAPER_ROW.local_variance  # lambda: noise scale, in units of |F - N| + eps
     size_multiplier: int = _PAPER_ROW.size_multiplier  # m: rounds, each giving one candidate per forget sample
@@ -50,14 +58,20 @@ class AntiSampleParams:
     convex_combination: bool = _PAPER_ROW.convex_combination  # False: the n_f * m candidates themselves
     # fine-tuning on retain data + anti-samples (step 4), Adam and cross-entropy
     epochs: int = UNLEARN_EPOCHS_SINGLE
-    lr: float = BASE_LR * _PAPER_ROW.unlearn_scale_lr
+    lr: float = API_LR
     batch_size: int = BATCH_SIZE
     unlearn_mode: str = "eval"  # eval: BatchNorm statistics frozen, dropout off (the authors'); train
     repair_epochs: int = 0  # ours: then this many epochs on the retain data alone, at repair_lr
     repair_lr: float = BASE_LR
+    # ours, "unlearn until forgotten": after `epochs`, go on epoch by epoch until the model's accuracy
+    # on the forget samples is at most forget_target (percent) for every forget class, or until
+    # max_epochs in all; None: exactly `epochs` (the paper)
+    forget_target: float | None = FORGOTTEN_PERCENT
+    max_epochs: int = MAX_UNLEARN_EPOCHS
 
     def __post_init__(self):
         check_fields(self, _OPTION_CHECKS, what="anti-sample option ")
+        check_epoch_cap(self.forget_target, self.epochs, self.max_epochs, "epochs", "max_epochs")
 
     @property
     def num_far(self) -> int:
@@ -67,17 +81,26 @@ class AntiSampleParams:
     def from_run(cls, h, **options: Any) -> AntiSampleParams:
         """The options of an entry-script run from its `hparams.RunHparams` (unlearning lr =
         unlearn_scale_lr x lr; repair at lr), plus `options`."""
-        return cls(h.local_variance, h.size_multiplier, h.p, h.tail_randomized, h.no_generated_data, h.eps,
-                   h.convex_combination, h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size,
-                   repair_lr=h.lr, **options)
+        row = cls(h.local_variance, h.size_multiplier, h.p, h.tail_randomized, h.no_generated_data, h.eps,
+                  h.convex_combination, h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size,
+                  repair_lr=h.lr, forget_target=h.forget_target, max_epochs=h.max_unlearn_epochs)
+        return dataclasses.replace(row, **options)
+
+    @classmethod
+    def paper(cls, model: str = _PAPER_RUN[0], dataset: str = _PAPER_RUN[1], retain_percent: float = _PAPER_RUN[2],
+              **options: Any) -> AntiSampleParams:
+        """The paper's row for a model and (paper) data set, as the entry scripts resolve it
+        (`hparams.resolve`; fixed epochs, no forget target), plus `options`. Default: the
+        CIFAR-10 / ResNet18 Unlearning-30 row."""
+        return cls.from_run(resolve(model, dataset, retain_percent), **options)
 
     @classmethod
     def from_file(cls, path: str | Path, **options: Any) -> AntiSampleParams:
-        """The defaults overridden by a hyperparameter file (`hparams.read_file`: `RunHparams`
-        fields, e.g. tune_unlearning.py's best_hparams.json; its unlearning lr is
-        unlearn_scale_lr x lr), then by `options` (any field of this class)."""
-        row = dataclasses.replace(resolve(*_PAPER_RUN), **read_file(path))
-        return dataclasses.replace(cls.from_run(row), **options)
+        """The paper's CIFAR-10 / ResNet18 Unlearning-30 row overridden by a hyperparameter file
+        (`hparams.read_file`: `RunHparams` fields, e.g. tune_unlearning.py's best_hparams.json; its
+        unlearning lr is unlearn_scale_lr x lr), then by `options` (any field of this class), as
+        the entry scripts read --hparams."""
+        return cls.from_run(dataclasses.replace(resolve(*_PAPER_RUN), **read_file(path)), **options)
 
 
 # The ranges of hparams.FIELD_CHECKS (one table), under this class's names, and its own options.
@@ -87,6 +110,7 @@ _OPTION_CHECKS = {
     "epochs": FIELD_CHECKS["unlearn_epochs"],
     "unlearn_mode": Check("str", lambda v: v in UNLEARN_MODES, f"one of {', '.join(UNLEARN_MODES)}"),
     "repair_epochs": Check("int", lambda v: v >= 0, "a whole number >= 0"), "repair_lr": POSITIVE,
+    "forget_target": FIELD_CHECKS["forget_target"], "max_epochs": FIELD_CHECKS["max_unlearn_epochs"],
 }
 
 
@@ -187,14 +211,54 @@ def anti_sample_set(forget: Split, pool: Split, params: AntiSampleParams, genera
 # Unlearning
 
 
+class ForgetTargetWarning(UserWarning):
+    """`unlearn` reached max_epochs with a forget class still above forget_target (the model is kept)."""
+
+
 @dataclass
 class UnlearnRecord:
     """What `unlearn` did."""
     forget_classes: list[int]
     anti_samples: int  # made, all forget classes together
-    epochs: int  # on retain data + anti-samples
+    epochs: int  # run on retain data + anti-samples (with a forget target: where it stopped)
     repair_epochs: int  # then on retain data alone
-    seconds: float  # wall time: anti-samples and fine-tuning
+    seconds: float  # wall time: anti-samples and fine-tuning (with the forget target's checks)
+    # with a forget target: after each epoch, the highest accuracy (%) over the forget classes on
+    # their forget samples, the number the target is checked against; empty without one
+    forget_trace: list[float] = dataclasses.field(default_factory=list)
+
+
+def forget_accuracies(model: nn.Module, forget: Split, classes: list[int]) -> dict[int, float]:
+    """The model's accuracy (%, eval mode) on the forget samples of each class."""
+    correct = predict(model, forget.images) == forget.labels
+    return {c: accuracy(correct[forget.labels == c]) for c in classes}
+
+
+class UntilForgotten:
+    """The forget target as an `after_epoch` callback: after every epoch, each forget class's
+    accuracy on its forget samples; says stop at the first epoch from `params.epochs` on where the
+    worst class is at most `params.forget_target` (training's own cap is `params.max_epochs`)."""
+
+    def __init__(self, model: nn.Module, forget: Split, classes: list[int], params: AntiSampleParams,
+                 after_epoch: Callable[[int], None] | None):
+        self.model, self.forget, self.classes, self.params = model, forget, classes, params
+        self.after_epoch = after_epoch  # the caller's own, called first
+        self.trace: list[float] = []
+        self.last: dict[int, float] = {}
+
+    def __call__(self, epoch: int) -> bool:
+        if self.after_epoch is not None:
+            self.after_epoch(epoch)
+        self.last = forget_accuracies(self.model, self.forget, self.classes)
+        self.trace.append(max(self.last.values()))
+        return epoch >= self.params.epochs and self.trace[-1] <= self.params.forget_target
+
+    def warn_if_missed(self) -> None:
+        worst = max(self.last, key=self.last.get)
+        if self.last[worst] > self.params.forget_target:
+            warnings.warn(f"forget target {self.params.forget_target:g}% not reached: class {worst} is at "
+                          f"{self.last[worst]:.2f}% on its forget samples after {len(self.trace)} epochs "
+                          f"(max_epochs); the unlearned model is kept", ForgetTargetWarning, stacklevel=3)
 
 
 def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParams | None = None, *,
@@ -210,7 +274,8 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
       the retain data to fine-tune on; `pool` (default: `retain`) the retain data searched for far
       neighbours (the entry scripts pass all retain-class training data, as the authors do).
     - `params` and/or keyword `options` (any `AntiSampleParams` field, e.g. `epochs=3, lr=1e-3`;
-      options win); defaults: the paper's CIFAR-10 ResNet18 Unlearning-30 row.
+      options win); defaults: `AntiSampleParams()`, the paper's CIFAR-10 ResNet18 Unlearning-30 row
+      unlearning until forgotten at lr API_LR; `params=AntiSampleParams.paper()` is the row as published.
     - `forget_classes`: default, the labels in `forget`; given, each must have samples there.
     - `device`: default, the model's; the data are moved there.
     - `generator`: CPU generator of the minibatch shuffles (default: drawn from torch's global
@@ -219,6 +284,9 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     - `speed`: `train_utils.Speed` (default: fused Adam and CUDA graphs on CUDA, plain elsewhere).
     - `after_epoch(epoch)`: called after each epoch on retain data + anti-samples (from 1), e.g. to
       evaluate; it may raise to stop (the tuner prunes this way).
+    - With `forget_target`, the fine-tuning runs `epochs`, then on until every forget class's
+      accuracy on its samples in `forget` (nothing else is measured) is at most the target, or
+      `max_epochs` in all (then a `ForgetTargetWarning`); one run, as if `epochs` were larger.
     Returns `(model, UnlearnRecord)`. Bad input raises `errors.UserError` with a one-line message."""
     if params is not None and not isinstance(params, AntiSampleParams):
         raise UserError(f"params: expected an AntiSampleParams, got {type(params).__name__} (give options as "
@@ -248,13 +316,18 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     anti = anti_sample_set(forget, pool, params, noise_generator)
     name = f"unlearning {','.join(map(str, classes))}"
     eval_mode = params.unlearn_mode == "eval"
-    train(model, Split.join(retain, anti), TrainParams(params.epochs, params.lr, params.batch_size, eval_mode),
-          generator, phase=name, progress=progress, speed=speed, after_epoch=after_epoch)
+    until = None if params.forget_target is None else UntilForgotten(model, forget, classes, params, after_epoch)
+    epochs = params.epochs if until is None else params.max_epochs
+    epochs_run = train(model, Split.join(retain, anti), TrainParams(epochs, params.lr, params.batch_size, eval_mode),
+                       generator, phase=name, progress=progress, speed=speed, after_epoch=until or after_epoch)
+    if until is not None:
+        until.warn_if_missed()
     if params.repair_epochs:
         train(model, retain, TrainParams(params.repair_epochs, params.repair_lr, params.batch_size, eval_mode),
               generator, phase=f"repair {name}", progress=progress, speed=speed)
     synchronize(device)
-    return model, UnlearnRecord(classes, len(anti), params.epochs, params.repair_epochs, time.perf_counter() - start)
+    return model, UnlearnRecord(classes, len(anti), epochs_run, params.repair_epochs, time.perf_counter() - start,
+                                until.trace if until else [])
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 import hparams
 import report
 import units
-from anti_sample import UNLEARN_MODES
+from anti_sample import UNLEARN_MODES, ForgetTargetWarning
 from datasets import ARCHIVE_FORMATS, DATASETS, DatasetSpec, get_dataset_spec
 from errors import UserError
 from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, run
@@ -121,6 +122,20 @@ def tail(text: str) -> int:
                                          f"got {text!r}") from None
 
 
+def forget_target(text: str) -> float | str:
+    """A percentage in [0, 100), or none (the fixed --unlearn-epochs; kept as "none" so that it
+    overrides a table or file value, see `with_flags`)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 100:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected none or a percentage in [0, 100), got {text!r}")
+    return value
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """Bad flags end with one line naming the value and what is accepted, and exit status 2."""
 
@@ -153,10 +168,11 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
                      help="measure membership-inference efficacy (SVC fits; slow on full CIFAR-10)")
 
     protocol = add_protocol_flags(parser)
-    protocol.add_argument("--select", choices=SELECTIONS, default="best-test",
+    protocol.add_argument("--select", choices=SELECTIONS, default=None,
                           help=f"epoch kept of the original and retrained models: best-test is the "
                                f"authors' (best accuracy on a random {SELECT_FRACTION * 100:.0f}%% of the test set, "
-                               f"drawn anew each epoch: it looks at test data), last is the final epoch")
+                               f"drawn anew each epoch: it looks at test data), last is the final epoch (default: "
+                               f"best-test for the paper's models, last for ours, {', '.join(hparams.OUR_MODELS)})")
     add_speed_flags(parser)
 
     hp = parser.add_argument_group(
@@ -179,6 +195,7 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     hp.add_argument("--eps", type=non_negative_float, help="floor of the noise scale")
     hp.add_argument("--convex-combination", action=argparse.BooleanOptionalAction, default=None,
                     help="mix the candidates into g anti-samples with softmax weights")
+    add_forget_target_flags(hp)
     hp.add_argument("--repair-epochs", type=non_negative_int, default=0,
                     help="after unlearning, fine-tune this many epochs on the retain subset alone "
                          "at --lr (ours; 0 is the paper's protocol)")
@@ -234,6 +251,18 @@ def add_speed_flags(parser: argparse.ArgumentParser) -> None:
                        help="torch.compile the model's forward (not with --cuda-graph)")
 
 
+def add_forget_target_flags(group) -> None:
+    """Unlearn until forgotten (ours): both unlearning scripts and the tuner."""
+    group.add_argument("--forget-target", type=forget_target, metavar="PERCENT",
+                       help=f"ours: after --unlearn-epochs, go on unlearning until the accuracy on every forget "
+                            f"class's training samples is at most PERCENT (e.g. {hparams.FORGOTTEN_PERCENT:g}), or "
+                            f"--max-unlearn-epochs in all; none: exactly --unlearn-epochs (the paper; the default "
+                            f"for the paper's models)")
+    group.add_argument("--max-unlearn-epochs", type=positive_int,
+                       help=f"the forget target's cap, all unlearning epochs counted (default "
+                            f"{hparams.MAX_UNLEARN_EPOCHS}); a class still above the target then is a warning")
+
+
 def add_training_flags(group) -> None:
     """How the original (and retrained) models train; default: the model's row in hparams.py."""
     group.add_argument("--epochs", type=positive_int, help="epochs of the original and retrained models")
@@ -263,7 +292,8 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         progress=args.progress, dist_timeout_minutes=args.dist_timeout_minutes, mia=args.mia,
         repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods), hparams=run_hparams,
-        unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select=args.select, speed=speed)
+        unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool,
+        select=args.select or ("last" if args.model in hparams.OUR_MODELS else "best-test"), speed=speed)
 
 
 def check_dataset(args: argparse.Namespace) -> DatasetSpec:
@@ -280,6 +310,8 @@ def with_flags(table: hparams.RunHparams, args: argparse.Namespace) -> hparams.R
     overrides = {field: getattr(args, field) for field in asdict(table) if getattr(args, field, None) is not None}
     if overrides.get("tail_randomized") == 0:  # --tail-randomized 0/none: always the farthest
         overrides["tail_randomized"] = None
+    if overrides.get("forget_target") == "none":  # --forget-target none: the fixed epochs
+        overrides["forget_target"] = None
     row = replace(table, **overrides)
     if not math.isfinite(row.lr * row.unlearn_scale_lr):
         raise UserError(f"--lr {row.lr:g} x --unlearn-scale-lr {row.unlearn_scale_lr:g} overflows; give smaller values")
@@ -345,11 +377,24 @@ def report_failure(prog: str, error: BaseException, resumes: str) -> int | None:
     return status
 
 
+def one_line_warning(show_warning):
+    """`warnings.showwarning` that prints a `ForgetTargetWarning` as one line on stderr (a missed
+    forget target is a result, not a fault in the code) and leaves others to `show_warning`."""
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, ForgetTargetWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            show_warning(message, category, *args, **kwargs)
+    return show
+
+
 def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, choose_units) -> int:
     """Parse flags, run every unit, write the results and print the table. `choose_units(args,
     spec)` gives the forget sets. Exit status 2 with a one-line message for anything the user
     can fix."""
     args = parser.parse_args(argv)
+    show_warning = warnings.showwarning
+    warnings.showwarning = one_line_warning(show_warning)
     try:
         config = resolve_config(args, multi_class)
         out = Path(config.out)
@@ -370,6 +415,8 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, ch
         if status is None:
             raise
         return status
+    finally:
+        warnings.showwarning = show_warning
     for method in config.methods:
         print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, {method} "
               f"(accuracy on the test set, %):")

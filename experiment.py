@@ -32,7 +32,7 @@ from datasets import Split, draw_retain_subset, fingerprint_data, fingerprint_fi
 from errors import UserError, first_line
 from far_neighbours import farthest_retain_indices
 from hparams import RunHparams
-from methods import METHODS, UnlearnInputs
+from methods import METHODS, MethodRecord, UnlearnInputs
 from models import get_model, get_model_entry
 from train_utils import (PLAIN, BestEpoch, NonFiniteLossError, Speed, TrainParams, evaluate, load_checkpoint,
                          load_weights, mia_efficacy, save_checkpoint, synchronize, train)
@@ -249,17 +249,17 @@ class Experiment:
             device_generator=make_generator(c.seed, "anti", forget_classes, device=c.device),
             progress=c.progress, make_model=self.new_scratch_model, speed=c.speed)
 
-    def unlearn(self, forget_classes: list[int], method: str) -> tuple[torch.nn.Module, float]:
-        """A copy of the original model after `method`, and the seconds it took (retain-subset
-        draw included, model copy excluded)."""
+    def unlearn(self, forget_classes: list[int], method: str) -> tuple[torch.nn.Module, float, MethodRecord | None]:
+        """A copy of the original model after `method`, the seconds it took (retain-subset draw
+        included, model copy excluded) and the method's own record."""
         c = self.config
         model = self.model_from(self.original_state)
         synchronize(c.device)
         start = time.perf_counter()
         inputs = self.unlearn_inputs(forget_classes)
-        METHODS[method](model, inputs)
+        record = METHODS[method](model, inputs)
         synchronize(c.device)
-        return model, time.perf_counter() - start
+        return model, time.perf_counter() - start, record
 
     def measure(self, model: torch.nn.Module, forget_classes: list[int]) -> dict[str, Any]:
         """Test and train accuracies and the membership-inference efficacy of `model`. The MIA's
@@ -283,10 +283,12 @@ class Experiment:
             gold = self.measure(self.model_from(state), forget_classes)
         rows = {}
         for method in methods:
-            unlearned, seconds = self.unlearn(forget_classes, method)
+            unlearned, seconds, record = self.unlearn(forget_classes, method)
             result = self.measure(unlearned, forget_classes)
-            rows[method] = {**report.summary_row(method, original, result, gold, seconds, retrain_seconds),
-                            "original_epoch": self.original_epoch, "retrained_epoch": retrain_epoch}
+            rows[method] = {**report.summary_row(method, original, result, gold, seconds, retrain_seconds,
+                                                 record.epochs if record else None),
+                            "original_epoch": self.original_epoch, "retrained_epoch": retrain_epoch,
+                            "forget_trace": record.forget_trace if record else None}
         return rows
 
     def run(self, units: list[list[int]], methods: list[str]) -> list[dict[str, Any]]:

@@ -24,6 +24,11 @@ UNLEARN_EPOCHS_MULTI = 2
 MULTI_CLASS_LR_SCALE = 1.0  # PAPER.md "Multi-class runs: ... scale 1"
 EPS = 0.01  # floor of the anti-sample noise scale, in normalised pixel units
 NO_GENERATED_DATA = {30: 500, 100: 1500}  # g (anti-samples per forget class) at the two published retain percentages
+# Ours, not the paper's: "unlearn until forgotten" (README "Deviations"). A class counts as
+# forgotten when the model's accuracy on its forget samples is at most this (a retrained model
+# scores 0 there: it never learnt the class); the tuner's tolerance and the forget target's default.
+FORGOTTEN_PERCENT = 0.5
+MAX_UNLEARN_EPOCHS = 30  # the forget target's cap: all epochs on retain data + anti-samples, the first ones included
 
 
 @dataclass(frozen=True)
@@ -63,16 +68,26 @@ NOTEBOOK_TABLE: dict[tuple[str, str, int], PaperRow] = {
     ("ResNet18", "cifar10", 100): PaperRow(2.5, 1, 1, 0.95, 50),
 }
 
-# Ours, not the paper's: SmallCNN (the default model of the embedded mnist5k) on any data set,
-# chosen by a small search on mnist5k (README "Deviations"). With only 400 forget samples the
-# convex combination averages the candidates into near-identical blurs that do not make the
-# model forget reliably, so this row uses the n_f * m candidates directly.
-SMALL_CNN_ROW = PaperRow(8, 2, 1, 0.95, 20, convex_combination=False)
+OUR_MODELS = ("SmallCNN",)  # not the paper's: our rows below, and no model selection on the test set
+
+
+# Ours, not the paper's: SmallCNN (the default model of the embedded mnist5k) on any data set.
+# Single-class: the row tune_unlearning.py found on mnist5k's validation split (2026-11-27, trial 83
+# of 105; never the test set), with the forget target on top, which scored higher there than the
+# row's fixed 16 epochs (README "Deviations"). Like the hand-searched row before it, it uses the
+# n_f * m candidates without the convex combination: with only 400 forget samples the softmax
+# mixing averages them into near-identical blurs.
+SMALL_CNN_ROW = PaperRow(7.07, 1.44, 1, 0.83, 3, convex_combination=False)
 SMALL_CNN_EPOCHS = 15
-# Multi-class, SmallCNN only: the paper's 2 epochs at scale 1 leave mnist5k's forget sets at
-# 80-95% accuracy, and no scale reached a low forget accuracy in 2 epochs without wrecking the
-# retain accuracy; 5 epochs at scale 5 forget every set we tried (README "Deviations").
-SMALL_CNN_MULTI_CLASS = {"unlearn_epochs": 5, "unlearn_scale_lr": 5.0}
+SMALL_CNN_SINGLE_CLASS = {"unlearn_epochs": 16, "forget_target": FORGOTTEN_PERCENT}
+# Multi-class, SmallCNN only: the earlier hand-searched row (lambda 2, p 0.95, k 20), and 5 epochs at
+# scale 5: the paper's 2 epochs at scale 1 leave mnist5k's forget sets at 80-95% accuracy, and no
+# scale reached a low forget accuracy in 2 epochs without wrecking the retain accuracy; 5 epochs at
+# scale 5 forget every set we tried (README "Deviations").
+SMALL_CNN_MULTI_CLASS = {"unlearn_epochs": 5, "unlearn_scale_lr": 5.0, "local_variance": 2, "p": 0.95,
+                         "tail_randomized": 20}
+# The paper's multi-class protocol (PAPER.md "Multi-class runs"), over its config table's row.
+PAPER_MULTI_CLASS = {"unlearn_epochs": UNLEARN_EPOCHS_MULTI, "unlearn_scale_lr": MULTI_CLASS_LR_SCALE}
 
 
 @dataclass(frozen=True)
@@ -89,17 +104,30 @@ class RunHparams:
     no_generated_data: int
     eps: float
     convex_combination: bool
+    # ours: None, the paper's fixed unlearn_epochs; a percentage, unlearn on (at least
+    # unlearn_epochs, at most max_unlearn_epochs) until every forget class is at most this
+    forget_target: float | None = None
+    max_unlearn_epochs: int = MAX_UNLEARN_EPOCHS
 
     def __post_init__(self):
         """Types and ranges, so a row read from a file (`read_file`) is as safe as one from flags."""
         check_fields(self, FIELD_CHECKS)
+        check_epoch_cap(self.forget_target, self.unlearn_epochs, self.max_unlearn_epochs,
+                        "unlearn_epochs", "max_unlearn_epochs")
+
+
+def check_epoch_cap(target: float | None, epochs: int, cap: int, epochs_name: str, cap_name: str) -> None:
+    """With a forget target, the cap counts every epoch, so it cannot be below the epochs always run."""
+    if target is not None and cap < epochs:
+        raise UserError(f"{cap_name}={cap} is below {epochs_name}={epochs}: with a forget target the cap counts "
+                        f"every unlearning epoch, the first {epochs_name} included; raise it")
 
 
 @dataclass(frozen=True)
 class Check:
     """A field's type and range, and the words an error uses for them. The one table of ranges:
     `RunHparams` and `anti_sample.AntiSampleParams` both check themselves with these."""
-    kind: str  # "int", "float" (finite; whole numbers too), "bool", "int|None" or "str"
+    kind: str  # "int", "float" (finite; whole numbers too), "bool", "str", or "int|None", "float|None"
     valid: Callable[[Any], bool]
     expected: str
 
@@ -114,8 +142,8 @@ def _is_kind(value: Any, kind: str) -> bool:
         return isinstance(value, str)
     if kind == "int":
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if kind == "int|None":
-        return value is None or _is_kind(value, "int")
+    if kind.endswith("|None"):
+        return value is None or _is_kind(value, kind.removesuffix("|None"))
     return _is_kind(value, "int") or isinstance(value, numbers.Real) and math.isfinite(value)  # float
 
 
@@ -131,6 +159,9 @@ FIELD_CHECKS: dict[str, Check] = {  # RunHparams' fields
                              "null or 0 (both: the farthest) or a whole number >= 1"),
     "no_generated_data": AT_LEAST_ONE, "eps": NON_NEGATIVE,
     "convex_combination": Check("bool", lambda v: True, "true or false"),
+    "forget_target": Check("float|None", lambda v: v is None or 0 <= v < 100,
+                           "null (the fixed unlearn_epochs) or a percentage in [0, 100)"),
+    "max_unlearn_epochs": AT_LEAST_ONE,
 }
 
 
@@ -185,19 +216,18 @@ def no_generated_data(retain_percent: float) -> int:
 
 
 def resolve(model: str, hparams_dataset: str, retain_percent: float, multi_class: bool = False) -> RunHparams:
-    """The paper's hyperparameters for this model, data set (its `hparams_as`) and percentage."""
-    multi = {"unlearn_epochs": UNLEARN_EPOCHS_MULTI, "unlearn_scale_lr": MULTI_CLASS_LR_SCALE}
-    if model == "SmallCNN":
-        row, epochs, multi = SMALL_CNN_ROW, SMALL_CNN_EPOCHS, SMALL_CNN_MULTI_CLASS
+    """The paper's hyperparameters for this model, data set (its `hparams_as`) and percentage
+    (for our models, our rows)."""
+    if model in OUR_MODELS:
+        row, epochs, overrides = SMALL_CNN_ROW, SMALL_CNN_EPOCHS, (
+            SMALL_CNN_MULTI_CLASS if multi_class else SMALL_CNN_SINGLE_CLASS)
     else:
-        row = CONFIG_TABLE[(model, hparams_dataset)]
+        row, epochs, overrides = CONFIG_TABLE[(model, hparams_dataset)], EPOCHS, PAPER_MULTI_CLASS if multi_class else {}
         if not multi_class:  # the multi-class script reads the config table only (PAPER.md)
             row = NOTEBOOK_TABLE.get((model, hparams_dataset, retain_percent), row)
-        epochs = EPOCHS
-    return RunHparams(
-        epochs=epochs, lr=BASE_LR, batch_size=BATCH_SIZE,
-        unlearn_epochs=multi["unlearn_epochs"] if multi_class else UNLEARN_EPOCHS_SINGLE,
-        unlearn_scale_lr=multi["unlearn_scale_lr"] if multi_class else row.unlearn_scale_lr,
-        local_variance=row.local_variance, size_multiplier=row.size_multiplier, p=row.p,
-        tail_randomized=row.tail_randomized, no_generated_data=no_generated_data(retain_percent),
-        eps=EPS, convex_combination=row.convex_combination)
+    table = RunHparams(
+        epochs=epochs, lr=BASE_LR, batch_size=BATCH_SIZE, unlearn_epochs=UNLEARN_EPOCHS_SINGLE,
+        unlearn_scale_lr=row.unlearn_scale_lr, local_variance=row.local_variance, size_multiplier=row.size_multiplier,
+        p=row.p, tail_randomized=row.tail_randomized, no_generated_data=no_generated_data(retain_percent), eps=EPS,
+        convex_combination=row.convex_combination)
+    return dataclasses.replace(table, **overrides)

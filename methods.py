@@ -3,6 +3,9 @@
     METHODS["anti_sample"](model, inputs)   # ours (PAPER.md): anti_sample.unlearn
     METHODS["unsir"](model, inputs)         # a baseline; see each function's docstring
 
+A method returns None, or a `MethodRecord` of what it decided itself (anti_sample with a forget
+target: the epochs it ran and its forget-accuracy trace).
+
 Every method sees the same original model, the same retain subset, the forget classes'
 training samples, the same seed and the same speed options, so their rows in a summary compare
 like with like. The retrained model is not a method: every row carries its numbers
@@ -69,7 +72,13 @@ class UnlearnInputs:
         return (labels + shift) % num_classes
 
 
-METHODS: dict[str, Callable[[nn.Module, UnlearnInputs], None]] = {}
+@dataclass(frozen=True)
+class MethodRecord:
+    epochs: int  # epochs run on the forget objective (anti_sample: on retain data + anti-samples)
+    forget_trace: list[float]  # after each epoch, the worst forget class's accuracy on its forget samples (%)
+
+
+METHODS: dict[str, Callable[[nn.Module, UnlearnInputs], MethodRecord | None]] = {}
 
 
 def register_method(name: str):
@@ -91,11 +100,13 @@ def check_methods(names: list[str]) -> list[str]:
 
 
 @register_method("anti_sample")
-def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> None:
+def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> MethodRecord:
     """Ours (PAPER.md), through the library API: far neighbours from `inputs.pool`, fine-tuning
-    on the retain subset + anti-samples."""
-    unlearn(model, inputs.forget, inputs.retain, inputs.pool, inputs.anti_sample, generator=inputs.generator,
-            noise_generator=inputs.device_generator, progress=inputs.progress, speed=inputs.speed)
+    on the retain subset + anti-samples (with a forget target, until the forget samples are forgotten)."""
+    _, record = unlearn(model, inputs.forget, inputs.retain, inputs.pool, inputs.anti_sample,
+                        generator=inputs.generator, noise_generator=inputs.device_generator,
+                        progress=inputs.progress, speed=inputs.speed)
+    return MethodRecord(record.epochs, record.forget_trace)
 
 
 @register_method("unsir")

@@ -25,10 +25,12 @@ from train_utils import SELECT_FRACTION, atomic_write
 class Metric:
     name: str  # key in rows, summary.json and summary.csv
     title: str  # column title in comparison.md
-    unit: str  # "%" (accuracy or MIA efficacy), "points" (of accuracy), "s" or "x" (a ratio of seconds)
-    better: str | None = None  # "high" / "low": compared across methods in comparison.md
+    unit: str  # "%" (accuracy or MIA efficacy), "points" (of accuracy), "s", "x" (a ratio of seconds), "epochs"
+    better: str | None = None  # "high" / "low": compared across methods in comparison.md, and its worst
+    # value over the units is kept beside the mean ("worst": the lowest if high is better, else the highest)
     header: str | None = None  # column header in the printed table
     retrained: str | None = None  # the same quantity for the retrained model (comparison.md's reference row)
+    worst_title: str | None = None  # comparison.md also shows the worst unit's value, under this title
 
     @property
     def is_timing(self) -> bool:
@@ -40,13 +42,17 @@ METRICS = [
     Metric("original_retain_test_acc", "original retain test %", "%", header="orig retain"),
     Metric("original_forget_test_acc", "original forget test %", "%", header="orig forget"),
     Metric("unlearned_retain_test_acc", "retain test %", "%", "high", "unl retain", "retrained_retain_test_acc"),
-    Metric("unlearned_forget_test_acc", "forget test %", "%", "low", "unl forget", "retrained_forget_test_acc"),
+    Metric("unlearned_forget_test_acc", "forget test %", "%", "low", "unl forget", "retrained_forget_test_acc",
+           worst_title="worst forget test %"),
     Metric("unlearned_retain_train_acc", "retain train %", "%", "high", retrained="retrained_retain_train_acc"),
     Metric("unlearned_forget_train_acc", "forget train %", "%", "low", retrained="retrained_forget_train_acc"),
     Metric("retrained_retain_test_acc", "retrained retain test %", "%", header="retr retain"),
     Metric("retrained_forget_test_acc", "retrained forget test %", "%", header="retr forget"),
     # the method's wall time, retain-subset draw included (README "Methods")
     Metric("unlearn_seconds", "seconds", "s", "low", "seconds", retrained="retrain_seconds"),
+    # epochs the method ran on its forget objective (anti_sample: retain data + anti-samples; with a
+    # forget target, where it stopped); None for methods that do not decide it themselves
+    Metric("unlearn_epochs", "epochs run", "epochs", header="epochs"),
     # membership inference (SalUn's) and the comparison with the retrained model (README "Methods")
     Metric("mia_efficacy", "MIA efficacy %", "%", "high", retrained="retrained_mia_efficacy"),
     Metric("retrained_retain_train_acc", "retrained retain train %", "%"),
@@ -66,10 +72,10 @@ ROWS_NAME = {False: "per_class", True: "per_draw"}  # where summary.json keeps t
 
 
 def summary_row(method: str, original: dict, result: dict, gold: dict | None, seconds: float,
-                retrain_seconds: float | None) -> dict[str, Any]:
+                retrain_seconds: float | None, epochs: int | None = None) -> dict[str, Any]:
     """The `METRICS` of one method and unit: `original`, `result` and `gold` are `evaluate`-style
     accuracies (`result` and `gold` as {"test", "train", "mia"}); None where there is no
-    retrained model."""
+    retrained model. `epochs`: the epochs the method ran, if it records them."""
     row = {"original_retain_test_acc": original["retain"], "original_forget_test_acc": original["forget"]}
     for prefix, measured in [("unlearned", result), ("retrained", gold)]:
         for part in ("retain", "forget"):
@@ -77,6 +83,7 @@ def summary_row(method: str, original: dict, result: dict, gold: dict | None, se
                 row[f"{prefix}_{part}_{split}_acc"] = measured[split][part] if measured else None
     row["mia_efficacy"], row["retrained_mia_efficacy"] = result["mia"], gold["mia"] if gold else None
     row["unlearn_seconds"], row["retrain_seconds"] = seconds, retrain_seconds if gold else None
+    row["unlearn_epochs"] = epochs
     row["gap_to_retrain"] = row["speedup_vs_retrain"] = None
     if gold:
         row["speedup_vs_retrain"] = retrain_seconds / seconds
@@ -86,26 +93,30 @@ def summary_row(method: str, original: dict, result: dict, gold: dict | None, se
     return {"method": method, **{name: row[name] for name in METRIC_NAMES}}
 
 
-def summarise(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Mean and (population) standard deviation of every metric over the rows; None if absent."""
-    mean, std = {}, {}
-    for name in METRIC_NAMES:
-        values = [row[name] for row in rows if row[name] is not None]
-        mean[name] = float(np.mean(values)) if values else None
-        std[name] = float(np.std(values)) if values else None
-    return mean, std
+STATISTICS = ("mean", "std", "worst")  # over the units (forget classes or draws), per metric
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{"mean", "std", "worst"}, each a value per metric over the rows (None where no row has it):
+    the mean, the population standard deviation, and for metrics with a `better` direction the
+    worst row's value (e.g. the highest forget accuracy: the class forgotten least)."""
+    stats = {name: {} for name in STATISTICS}
+    for metric in METRICS:
+        values = [row[metric.name] for row in rows if row[metric.name] is not None]
+        stats["mean"][metric.name] = float(np.mean(values)) if values else None
+        stats["std"][metric.name] = float(np.std(values)) if values else None
+        worst = {"high": min, "low": max}.get(metric.better)
+        stats["worst"][metric.name] = float(worst(values)) if values and worst else None
+    return stats
 
 
 def make_summary(config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json's content: the config, the rows, and per method the mean and std of every
-    metric. "mean" and "std" at the top are the first method's (anti_sample by default)."""
-    by_method = {}
-    for method in config["methods"]:
-        mean, std = summarise([r for r in rows if r["method"] == method])
-        by_method[method] = {"mean": mean, "std": std}
+    """summary.json's content: the config, the rows, and per method the mean, std and worst of
+    every metric (`summarise`). "mean", "std" and "worst" at the top are the first method's
+    (anti_sample by default)."""
+    by_method = {method: summarise([r for r in rows if r["method"] == method]) for method in config["methods"]}
     first = by_method[config["methods"][0]]
-    return {"config": config, ROWS_NAME[config["multi_class"]]: rows, "mean": first["mean"], "std": first["std"],
-            "by_method": by_method}
+    return {"config": config, ROWS_NAME[config["multi_class"]]: rows, **first, "by_method": by_method}
 
 
 def rows_of(summary: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -120,21 +131,21 @@ def unit_label(row: dict[str, Any], key: str) -> str:
 
 
 def summary_csv(summary: dict[str, Any]) -> str:
-    """One line per row, then the mean and std lines of each method; every metric a column."""
+    """One line per row, then the mean, std and worst lines of each method; every metric a column."""
     key, rows = rows_of(summary)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["row", "method", key, *METRIC_NAMES])
     lines = [("unit", r["method"], unit_label(r, key).replace(",", " "), r) for r in rows]
     for method, stats in summary["by_method"].items():
-        lines += [("mean", method, "", stats["mean"]), ("std", method, "", stats["std"])]
+        lines += [(name, method, "", stats[name]) for name in STATISTICS]
     for label, method, unit, row in lines:
         writer.writerow([label, method, unit, *("" if row[m] is None else f"{row[m]:.4f}" for m in METRIC_NAMES)])
     return text.getvalue()
 
 
 def format_table(summary: dict[str, Any], method: str) -> str:
-    """One method's rows with mean and std, the `METRICS` that have a table header."""
+    """One method's rows with mean, std and worst, the `METRICS` that have a table header."""
     key, rows = rows_of(summary)
     rows = [r for r in rows if r["method"] == method]
     stats = summary["by_method"][method]
@@ -144,7 +155,7 @@ def format_table(summary: dict[str, Any], method: str) -> str:
     def cell(value):
         return "-" if value is None else f"{value:.2f}"
     lines = [f"{key:>{width}} " + " ".join(f"{m.header:>11}" for m in columns)]
-    for label, row in [*((unit_label(r, key), r) for r in rows), ("mean", stats["mean"]), ("std", stats["std"])]:
+    for label, row in [*((unit_label(r, key), r) for r in rows), *((name, stats[name]) for name in STATISTICS)]:
         lines.append(f"{label:>{width}} " + " ".join(f"{cell(row[m.name]):>11}" for m in columns))
     return "\n".join(lines)
 
@@ -169,31 +180,37 @@ def protocol_line(summary: dict[str, Any]) -> str:
 
 
 def comparison_markdown(summary: dict[str, Any]) -> str:
-    """One row per method, mean ± std of each compared metric over the forget sets, the best of
-    each column in bold; then the retrained model as the reference (not a contender)."""
+    """One row per method, mean ± std of each compared metric over the forget sets (and, for a metric
+    with a `worst_title`, the worst set's value beside it), the best of each column in bold; then the
+    retrained model as the reference (not a contender)."""
     by_method = summary["by_method"]
-    compared = [m for m in METRICS if m.better]
+    # (title, metric, statistic) per column
+    columns = [column for m in METRICS if m.better for column in
+               [(m.title, m, "mean"), *([(m.worst_title, m, "worst")] if m.worst_title else [])]]
     best = {}
-    for metric in compared:
-        values = [s["mean"][metric.name] for s in by_method.values() if s["mean"][metric.name] is not None]
+    for _, metric, statistic in columns:
+        values = [s[statistic][metric.name] for s in by_method.values() if s[statistic][metric.name] is not None]
         if values:
-            best[metric.name] = (max if metric.better == "high" else min)(values)
+            best[metric.name, statistic] = (max if metric.better == "high" else min)(values)
 
-    def cell(stats, name, bold):
-        mean, std = stats["mean"].get(name), stats["std"].get(name)
-        text = "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
-        return f"**{text}**" if bold and mean is not None and mean == best.get(name) else text
-    lines = ["| method | " + " | ".join(m.title for m in compared) + " |", "|---|" + "---|" * len(compared)]
+    def cell(stats, name, statistic, bold):
+        value = stats[statistic].get(name)
+        text = "-" if value is None else f"{value:.2f}" + (f" ± {stats['std'][name]:.2f}" if statistic == "mean" else "")
+        return f"**{text}**" if bold and value is not None and value == best.get((name, statistic)) else text
+    lines = ["| method | " + " | ".join(title for title, *_ in columns) + " |", "|---|" + "---|" * len(columns)]
     for method, stats in by_method.items():
-        lines.append(f"| {method} | " + " | ".join(cell(stats, m.name, True) for m in compared) + " |")
+        lines.append(f"| {method} | " + " | ".join(cell(stats, m.name, statistic, True)
+                                                   for _, m, statistic in columns) + " |")
     reference = next(iter(by_method.values()))
     if reference["mean"]["retrained_retain_test_acc"] is not None:
         lines.append("| retrained (reference) | " + " | ".join(
-            cell(reference, m.retrained, False) if m.retrained else "-" for m in compared) + " |")
+            cell(reference, m.retrained, "mean", False) if m.retrained and statistic == "mean" else "-"
+            for _, m, statistic in columns) + " |")
     config = summary["config"]
     header = (f"# Method comparison: {config['dataset']} / {config['model']}, "
               f"Unlearning-{config['retain_percent']:g}\n\nMean ± std over the forget sets "
-              f"({len(rows_of(summary)[1]) // len(by_method)}); best of each column in bold. Higher is better "
+              f"({len(rows_of(summary)[1]) // len(by_method)}), and the worst set's forget accuracy (the set "
+              f"forgotten least); best of each column in bold. Higher is better "
               f"for retain accuracy, MIA efficacy and speed-up; lower for forget accuracy, gap and seconds. "
               f"The last row is the model retrained without the forget classes, the gold standard.\n\n")
     return header + "\n".join(lines) + "\n"
@@ -204,7 +221,8 @@ MODELS_COMPARED = ("original", "unlearned", "retrained")  # the bars of each met
 
 def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
     """Retain and forget test accuracy (mean ± std over the forget sets) of the original, the
-    unlearned and the retrained model, side by side for each method."""
+    unlearned and the retrained model, side by side for each method; a marker at the unlearned
+    model's worst forget set."""
     by_method = summary["by_method"]
     methods = list(by_method)
     fig = Figure(figsize=(max(8.0, 2.2 * len(methods)), 4))
@@ -215,10 +233,14 @@ def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
             stds = [by_method[m]["std"][metric] for m in methods]
             ax.bar([i + offset for i in range(len(methods))], [float("nan") if v is None else v for v in means],
                    yerr=[0 if v is None else v for v in stds], width=0.27, label=label, capsize=3)
+            if label == "unlearned" and part == "forget":
+                worst = [by_method[m]["worst"][metric] for m in methods]
+                ax.plot(range(len(methods)), [float("nan") if v is None else v for v in worst], "kv",
+                        label="unlearned, worst set")
         ax.set(xticks=range(len(methods)), xticklabels=methods, ylim=(0, 105), title=f"{part} classes, test set")
         ax.tick_params(axis="x", rotation=30)
     fig.axes[0].set_ylabel("accuracy (%, mean ± std)")
-    fig.axes[0].legend()
+    fig.axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

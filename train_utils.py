@@ -123,11 +123,13 @@ class GraphedStep:
 def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable[[torch.Tensor], torch.Tensor],
              generator: torch.Generator, device: torch.device, phase: str = "training",
              progress: bool = True, grad_mask: dict[str, torch.Tensor] | None = None,
-             speed: Speed = PLAIN, after_epoch: Callable[[int], None] | None = None) -> None:
+             speed: Speed = PLAIN, after_epoch: Callable[[int], bool | None] | None = None) -> int:
     """Adam over shuffled minibatches of indices 0..n-1, model in train mode (eval mode with
     `params.eval_mode`): each step minimises `batch_loss(index)`. `grad_mask` (parameter name ->
     0/1 tensor) freezes the zeroed weights. `after_epoch(epoch)` (epochs count from 1) runs after
-    every epoch, e.g. to evaluate; the model's mode is set again before the next one.
+    every epoch, e.g. to evaluate; the model's mode is set again before the next one. If it
+    returns True, training stops there: fewer epochs of the same run (same optimiser state and
+    shuffle stream). Returns the epochs run.
 
     `generator` is a CPU generator driving the shuffles. Raises NonFiniteLossError naming
     `phase` if the loss is ever NaN or infinite (checked once per epoch, not per step)."""
@@ -155,21 +157,22 @@ def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable
         if not math.isfinite(epoch_loss.item()):
             raise NonFiniteLossError(f"{phase}: the loss became {epoch_loss.item()} in epoch {epoch + 1}")
         epochs.set_postfix(loss=epoch_loss.item())
-        if after_epoch is not None:
-            after_epoch(epoch + 1)
+        if after_epoch is not None and after_epoch(epoch + 1):
+            return epoch + 1
+    return params.epochs
 
 
 def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.Generator,
           phase: str = "training", progress: bool = True,
           grad_mask: dict[str, torch.Tensor] | None = None, speed: Speed = PLAIN,
-          after_epoch: Callable[[int], None] | None = None) -> None:
-    """Adam + cross-entropy on `data` (PAPER.md protocol); see `optimise`."""
+          after_epoch: Callable[[int], bool | None] | None = None) -> int:
+    """Adam + cross-entropy on `data` (PAPER.md protocol); see `optimise`. Returns the epochs run."""
     forward = speed.forward(model)
 
     def batch_loss(index):
         return nn.functional.cross_entropy(forward(data.images[index]), data.labels[index])
-    optimise(model, len(data), params, batch_loss, generator, data.images.device, phase, progress,
-             grad_mask, speed, after_epoch)
+    return optimise(model, len(data), params, batch_loss, generator, data.images.device, phase, progress,
+                    grad_mask, speed, after_epoch)
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")  # the ones the pipeline is written for (not meta, xpu, ...)

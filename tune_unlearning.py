@@ -55,6 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_speed_flags(parser)
     training = parser.add_argument_group("the tuning original model", "default: the model's row in hparams.py")
     cli.add_training_flags(training)
+    target = parser.add_argument_group("unlearn until forgotten", "every trial runs with this forget target "
+                                                                  "(not searched), and best_hparams.json keeps it")
+    cli.add_forget_target_flags(target)
     return parser
 
 
@@ -120,7 +123,7 @@ def main(argv: list[str]) -> int:
         summary = tuning.summary(study, start, config, classes, time.perf_counter() - began)
         best = tuning.best_trial(study)
         if best is not None:
-            report.write_json(out / "best_hparams.json", best.params)
+            report.write_json(out / "best_hparams.json", tuning.hparams_file(best, config.hparams))
         report.write_json(out / "tuning.json", summary)
         report.write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         for notice in tuning.write_plots(study, out):

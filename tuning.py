@@ -34,7 +34,7 @@ from typing import Any, Callable
 import optuna
 
 import hparams
-from anti_sample import AntiSampleParams, unlearn
+from anti_sample import AntiSampleParams, ForgetTargetWarning, unlearn
 from datasets import Split, get_dataset_spec, split_off_validation
 from errors import UserError, first_line
 from experiment import Experiment, RunConfig, make_generator
@@ -44,16 +44,16 @@ VALIDATION_PERCENT = 10  # of each class's training samples, held out to score t
 # Forget-class accuracy a trial may leave and still forget (2 of mnist5k's 400 digits per class).
 # The class's training samples count too: on its 40 validation samples alone, a row that just
 # forgot the tuning classes left 2-7 % on others (README "Tuning").
-FORGET_TOLERANCE_PERCENT = 0.5
+FORGET_TOLERANCE_PERCENT = hparams.FORGOTTEN_PERCENT
 DEFAULT_TUNING_CLASSES = 3  # forget classes each trial unlearns, spread over the labels
 HEARTBEAT_SECONDS = 10  # a trial whose process stops beating for 2x this is failed and retried
 PRUNER_STARTUP_TRIALS = 5  # trials that run to the end before the pruner compares
-MAX_UNLEARN_EPOCHS = 20
+MAX_SEARCHED_UNLEARN_EPOCHS = 20  # unlearn_epochs' search range ends here (with a forget target: the minimum)
 
 # The searched fields of hparams.RunHparams: (kind, low, high, log scale). Each range holds every
 # row of the paper's tables; no_generated_data only matters with the convex combination.
 SEARCH_SPACE: dict[str, tuple] = {
-    "unlearn_epochs": ("int", 1, MAX_UNLEARN_EPOCHS, False),
+    "unlearn_epochs": ("int", 1, MAX_SEARCHED_UNLEARN_EPOCHS, False),
     "unlearn_scale_lr": ("float", 0.3, 30.0, True),
     "local_variance": ("float", 0.1, 30.0, True),
     "size_multiplier": ("int", 1, 4, False),
@@ -110,9 +110,10 @@ def score(retain_percent: list[float], forget_percent: list[float]) -> float:
 
 def step(class_index: int, epoch: int, epochs: int) -> int:
     """Where epoch `epoch` of `epochs` on the `class_index`-th tuning class is reported: by its share
-    of the schedule, so the end of each class is the same step, MAX_UNLEARN_EPOCHS x (index + 1), in
-    every trial. The pruner looks only there: trials are compared on finished classes."""
-    return class_index * MAX_UNLEARN_EPOCHS + math.ceil(epoch * MAX_UNLEARN_EPOCHS / epochs)
+    of the schedule, so the end of each class is the same step, MAX_SEARCHED_UNLEARN_EPOCHS x (index
+    + 1), in every trial. The pruner looks only there: trials are compared on finished classes. (With
+    a forget target the schedule is the cap, and a class that stops earlier reports its end too.)"""
+    return class_index * MAX_SEARCHED_UNLEARN_EPOCHS + math.ceil(epoch * MAX_SEARCHED_UNLEARN_EPOCHS / epochs)
 
 
 class TuningExperiment(Experiment):
@@ -134,8 +135,11 @@ class Tuner:
     classes: list[int]
 
     def row(self, values: dict[str, Any]) -> hparams.RunHparams:
-        """The run's hyperparameters with the searched `values`."""
-        return dataclasses.replace(self.experiment.config.hparams, **values)
+        """The run's hyperparameters with the searched `values` (with a forget target, the cap is at
+        least the trial's unlearn_epochs)."""
+        base = self.experiment.config.hparams
+        cap = max(base.max_unlearn_epochs, values.get("unlearn_epochs", base.unlearn_epochs))
+        return dataclasses.replace(base, **values, max_unlearn_epochs=cap)
 
     def unlearn_class(self, forget_class: int, params: AntiSampleParams,
                       after_epoch: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
@@ -151,26 +155,35 @@ class Tuner:
 
         def measure() -> dict[str, float]:
             return evaluate(model, scored, forget)
-        unlearn(model, inputs.forget, inputs.retain, inputs.pool, params, generator=inputs.generator,
-                noise_generator=inputs.device_generator, progress=False, speed=inputs.speed,
-                after_epoch=lambda epoch: after_epoch(epoch, measure()))
+        with warnings.catch_warnings():  # a trial that misses the forget target scores so; no warning
+            warnings.simplefilter("ignore", ForgetTargetWarning)
+            unlearn(model, inputs.forget, inputs.retain, inputs.pool, params, generator=inputs.generator,
+                    noise_generator=inputs.device_generator, progress=False, speed=inputs.speed,
+                    after_epoch=lambda epoch: after_epoch(epoch, measure()))
         return measure()
 
     def __call__(self, trial: optuna.Trial) -> float:
         row = self.row(suggest(trial))
         params = AntiSampleParams.from_run(row, unlearn_mode=self.experiment.config.unlearn_mode)
-        retain, forget = [], []
+        schedule = row.unlearn_epochs if row.forget_target is None else row.max_unlearn_epochs
+        retain, forget, reported = [], [], set()
+
+        def report(value: float, at: int) -> None:
+            trial.report(value, at)
+            reported.add(at)
         for index, forget_class in enumerate(self.classes):
-            def report(epoch: int, accuracies: dict[str, float]) -> None:
-                trial.report(score(retain + [accuracies["retain"]], forget + [accuracies["forget"]]),
-                             step(index, epoch, row.unlearn_epochs))
+            def after_epoch(epoch: int, accuracies: dict[str, float]) -> None:
+                report(score(retain + [accuracies["retain"]], forget + [accuracies["forget"]]),
+                       step(index, epoch, schedule))
             try:
-                accuracies = self.unlearn_class(forget_class, params, report)
+                accuracies = self.unlearn_class(forget_class, params, after_epoch)
             except NonFiniteLossError as error:
                 trial.set_user_attr("stopped", str(error))
                 raise optuna.TrialPruned() from None
             retain.append(accuracies["retain"])
             forget.append(accuracies["forget"])
+            if step(index, schedule, schedule) not in reported:  # stopped at the forget target before the cap
+                report(score(retain, forget), step(index, schedule, schedule))
             if index + 1 < len(self.classes) and trial.should_prune():
                 raise optuna.TrialPruned()
         trial.set_user_attr("retain_validation_percent", retain)
@@ -255,6 +268,13 @@ def optimise(study: optuna.Study, tuner: Tuner, trials: int, timeout_seconds: fl
 
 # ----------------------------------------------------------------------------------------------
 # Results
+
+
+def hparams_file(trial: optuna.trial.FrozenTrial, row: hparams.RunHparams) -> dict[str, Any]:
+    """best_hparams.json: the trial's searched values, and the forget target every trial ran with."""
+    target = {"forget_target": row.forget_target, "max_unlearn_epochs": max(row.max_unlearn_epochs,
+                                                                            trial.params["unlearn_epochs"])}
+    return {**trial.params, **(target if row.forget_target is not None else {})}
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

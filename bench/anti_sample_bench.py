@@ -38,7 +38,7 @@ from datasets import load_dataset  # noqa: E402
 from train_utils import synchronize  # noqa: E402
 
 # The paper's ResNet18 / CIFAR-10 Unlearning-30 row: lambda 5, m 1, p 0.95, k 20, g 500.
-UNLEARNING_30 = AntiSampleParams()  # the library's defaults are that row
+UNLEARNING_30 = AntiSampleParams.paper()
 FORGET_CLASS = 0
 MB = 2 ** 20
 

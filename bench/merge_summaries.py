@@ -17,15 +17,17 @@ from report import METRIC_NAMES, summarise  # noqa: E402
 def main(out: str, *inputs: str) -> int:
     summaries = [json.loads(Path(path).read_text()) for path in inputs]
     rows = [row for s in summaries for row in s["per_class"] if row["method"] == "anti_sample"]
-    mean, std = summarise(rows)
+    stats = summarise(rows)
+    mean = stats["mean"]
     merged = {"inputs": list(inputs), "configs": [s["config"] for s in summaries], "per_class": rows,
-              "classes": [row["forget_class"] for row in rows], "mean": mean, "std": std,
+              "classes": [row["forget_class"] for row in rows], **stats,
               "counts": {m: sum(row[m] is not None for row in rows) for m in METRIC_NAMES}}
     Path(out).write_text(json.dumps(merged, indent=2) + "\n")
-    print(f"anti_sample over classes {merged['classes']} (mean, %; retrained: classes that have one):")
+    print(f"anti_sample over classes {merged['classes']} (mean and worst class, %; retrained: classes that have one):")
     for metric in METRIC_NAMES:
         if mean[metric] is not None:
-            print(f"  {metric:28} {mean[metric]:8.2f}  (n={merged['counts'][metric]})")
+            worst = "" if stats["worst"][metric] is None else f"  worst {stats['worst'][metric]:8.2f}"
+            print(f"  {metric:28} {mean[metric]:8.2f}{worst}  (n={merged['counts'][metric]})")
     return 0
 
 

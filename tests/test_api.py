@@ -45,7 +45,7 @@ def small_model(seed=0, outputs=10):
 
 
 def unlearned_weights(forget, retain, **options):
-    model, record = anti_sample.unlearn(small_model(), forget, retain, epochs=1, progress=False,
+    model, record = anti_sample.unlearn(small_model(), forget, retain, epochs=1, forget_target=None, progress=False,
                                         generator=torch.Generator().manual_seed(1),
                                         noise_generator=torch.Generator().manual_seed(2), **options)
     return [p.detach() for p in model.parameters()], record
@@ -80,7 +80,7 @@ def test_model_is_changed_in_place_and_several_classes_are_forgotten_together(di
     model = small_model()
     before = [p.detach().clone() for p in model.parameters()]
     returned, record = anti_sample.unlearn(model, (images[f], labels[f]), (images[~f], labels[~f]),
-                                           no_generated_data=40, epochs=1, progress=False)
+                                           no_generated_data=40, epochs=1, forget_target=None, progress=False)
     assert returned is model and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert record.forget_classes == [2, 5] and record.anti_samples == 2 * 40 and record.epochs == 1
     assert record.seconds > 0

@@ -1,4 +1,5 @@
 """The hyperparameter table and the environment files."""
+import dataclasses
 import json
 import re
 
@@ -50,11 +51,12 @@ def test_every_model_and_data_set_reads_its_own_row(model, dataset):
     assert resolved.epochs == (hparams.SMALL_CNN_EPOCHS if model == "SmallCNN" else hparams.EPOCHS)
 
 
-def test_the_library_defaults_are_the_paper_resnet18_cifar10_unlearning_30_row():
-    from anti_sample import AntiSampleParams
-    row = hparams.resolve("ResNet18", "cifar10", 30)
-    assert AntiSampleParams() == AntiSampleParams.from_run(row)
-    assert AntiSampleParams().lr == pytest.approx(2.2e-3) and AntiSampleParams().epochs == 5
+def test_the_api_defaults_are_the_paper_row_but_for_the_documented_forget_target_and_lr():
+    from anti_sample import API_LR, AntiSampleParams
+    paper = AntiSampleParams.paper()
+    assert paper == AntiSampleParams.from_run(hparams.resolve("ResNet18", "cifar10", 30))
+    assert paper.lr == pytest.approx(2.2e-3) and paper.epochs == 5 and paper.forget_target is None
+    assert AntiSampleParams() == dataclasses.replace(paper, lr=API_LR, forget_target=hparams.FORGOTTEN_PERCENT)
 
 
 def test_generated_data_count_interpolates_the_two_published_points():
@@ -79,6 +81,8 @@ def test_conda_environment_lists_the_same_dependencies_as_requirements():
     ({"tail_randomized": 0}, {"tail_randomized": None}),  # as --tail-randomized 0: the farthest
     ({"tail_randomized": 0.0, "local_variance": 0}, {"tail_randomized": None, "local_variance": 0}),
     ({"convex_combination": False, "p": 1}, {"convex_combination": False, "p": 1}),
+    ({"forget_target": 0.5, "max_unlearn_epochs": 40.0}, {"forget_target": 0.5, "max_unlearn_epochs": 40}),
+    ({"forget_target": None}, {"forget_target": None}),  # null: the paper's fixed epochs
 ])
 def test_a_hparams_file_is_read_as_the_flags_read_their_values(written, read, tmp_path):
     (tmp_path / "h.json").write_text(json.dumps(written))

@@ -93,7 +93,7 @@ def test_one_draw_end_to_end_writes_the_schema(tmp_path):
                         "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert set(summary) == {"config", "per_draw", "mean", "std", "by_method"}
+    assert set(summary) == {"config", "per_draw", "mean", "std", "worst", "by_method"}
     (row,) = summary["per_draw"]
     assert row["forget_classes"] == [1, 4]
     assert set(row) >= METRIC_NAMES | {"forget_classes", "method"}

@@ -96,6 +96,13 @@ BAD_INPUTS = [
     (["--hparams", "/dev/zero"], "hyperparameter file /dev/zero is not a regular file"),  # would never end
     (lambda tmp: ["--hparams", str(hparams_file(tmp, {"tail_randomized": -1}))],
      "tail_randomized=-1: expected null or 0 (both: the farthest) or a whole number >= 1"),
+    (["--forget-target", "100"], "argument --forget-target: expected none or a percentage in [0, 100), got '100'"),
+    (["--forget-target", "half"], "argument --forget-target: expected none or a percentage in [0, 100), got 'half'"),
+    (["--max-unlearn-epochs", "0"], "argument --max-unlearn-epochs: expected a number >= 1, got 0"),
+    (["--forget-target", "0.5", "--unlearn-epochs", "12", "--max-unlearn-epochs", "6"],
+     "max_unlearn_epochs=6 is below unlearn_epochs=12"),
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, {"forget_target": -1}))],
+     "forget_target=-1: expected null (the fixed unlearn_epochs) or a percentage in [0, 100)"),
     (["--repair-epochs", "-1"], "argument --repair-epochs: expected a whole number >= 0, got -1"),
     (["--eps", "-0.5"], "argument --eps: expected a finite number >= 0, got -0.5"),
     (["--tail-randomized", "-2"], "expected none, 0 (both: the farthest) or a whole number >= 1, got '-2'"),

@@ -101,9 +101,9 @@ def test_a_trial_that_forgets_ranks_above_every_trial_that_does_not():
 
 
 def test_steps_put_every_class_end_at_the_same_step():
-    for epochs in range(1, tuning.MAX_UNLEARN_EPOCHS + 1):
+    for epochs in range(1, tuning.MAX_SEARCHED_UNLEARN_EPOCHS + 1):
         steps = [tuning.step(1, e, epochs) for e in range(1, epochs + 1)]
-        assert steps == sorted(set(steps)) and steps[-1] == 2 * tuning.MAX_UNLEARN_EPOCHS
+        assert steps == sorted(set(steps)) and steps[-1] == 2 * tuning.MAX_SEARCHED_UNLEARN_EPOCHS
 
 
 def test_a_study_with_other_settings_is_refused(tmp_path, capsys):
