@@ -28,8 +28,8 @@ from torch import nn
 from datasets import Split, as_split
 from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
-from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, FORGOTTEN_PERCENT, MAX_UNLEARN_EPOCHS, NO_GENERATED_DATA,
-                     NOTEBOOK_TABLE, POSITIVE, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, read_file,
+from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, FORGOTTEN_PERCENT, NO_GENERATED_DATA, NOTEBOOK_TABLE,
+                     POSITIVE, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, epoch_cap, read_file,
                      resolve)
 from train_utils import Speed, TrainParams, accuracy, predict, resolve_device, synchronize, train
 
@@ -65,9 +65,10 @@ class AntiSampleParams:
     repair_lr: float = BASE_LR
     # ours, "unlearn until forgotten": after `epochs`, go on epoch by epoch until the model's accuracy
     # on the forget samples is at most forget_target (percent) for every forget class, or until
-    # max_epochs in all; None: exactly `epochs` (the paper)
+    # max_epochs in all (None: hparams.epoch_cap, 30 or `epochs` if more); forget_target None: exactly
+    # `epochs` (the paper)
     forget_target: float | None = FORGOTTEN_PERCENT
-    max_epochs: int = MAX_UNLEARN_EPOCHS
+    max_epochs: int | None = None
 
     def __post_init__(self):
         check_fields(self, _OPTION_CHECKS, what="anti-sample option ")
@@ -76,6 +77,11 @@ class AntiSampleParams:
     @property
     def num_far(self) -> int:
         return self.tail_randomized or 1
+
+    @property
+    def epoch_cap(self) -> int:
+        """All epochs the forget target may run (`max_epochs`, by default max(30, `epochs`))."""
+        return epoch_cap(self.epochs, self.max_epochs)
 
     @classmethod
     def from_run(cls, h, **options: Any) -> AntiSampleParams:
@@ -89,9 +95,9 @@ class AntiSampleParams:
     @classmethod
     def paper(cls, model: str = _PAPER_RUN[0], dataset: str = _PAPER_RUN[1], retain_percent: float = _PAPER_RUN[2],
               **options: Any) -> AntiSampleParams:
-        """The paper's row for a model and (paper) data set, as the entry scripts resolve it
-        (`hparams.resolve`; fixed epochs, no forget target), plus `options`. Default: the
-        CIFAR-10 / ResNet18 Unlearning-30 row."""
+        """The row the entry scripts resolve for a model and data set (`hparams.resolve`: for the
+        paper's models the paper's row, fixed epochs and no forget target; for ours, our row),
+        plus `options`. Default: the paper's CIFAR-10 / ResNet18 Unlearning-30 row."""
         return cls.from_run(resolve(model, dataset, retain_percent), **options)
 
     @classmethod
@@ -237,7 +243,7 @@ def forget_accuracies(model: nn.Module, forget: Split, classes: list[int]) -> di
 class UntilForgotten:
     """The forget target as an `after_epoch` callback: after every epoch, each forget class's
     accuracy on its forget samples; says stop at the first epoch from `params.epochs` on where the
-    worst class is at most `params.forget_target` (training's own cap is `params.max_epochs`)."""
+    worst class is at most `params.forget_target` (training's own cap is `params.epoch_cap`)."""
 
     def __init__(self, model: nn.Module, forget: Split, classes: list[int], params: AntiSampleParams,
                  after_epoch: Callable[[int], None] | None):
@@ -316,10 +322,16 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     anti = anti_sample_set(forget, pool, params, noise_generator)
     name = f"unlearning {','.join(map(str, classes))}"
     eval_mode = params.unlearn_mode == "eval"
-    until = None if params.forget_target is None else UntilForgotten(model, forget, classes, params, after_epoch)
-    epochs = params.epochs if until is None else params.max_epochs
+    def each_epoch(epoch: int) -> None:  # the caller's callback never stops the fixed epochs
+        if after_epoch is not None:
+            after_epoch(epoch)
+    if params.forget_target is None:  # the paper's fixed epochs
+        until, epochs = None, params.epochs
+    else:
+        until = UntilForgotten(model, forget, classes, params, after_epoch)
+        epochs, each_epoch = params.epoch_cap, until
     epochs_run = train(model, Split.join(retain, anti), TrainParams(epochs, params.lr, params.batch_size, eval_mode),
-                       generator, phase=name, progress=progress, speed=speed, after_epoch=until or after_epoch)
+                       generator, phase=name, progress=progress, speed=speed, after_epoch=each_epoch)
     if until is not None:
         until.warn_if_missed()
     if params.repair_epochs:

@@ -260,7 +260,8 @@ def add_forget_target_flags(group) -> None:
                             f"for the paper's models)")
     group.add_argument("--max-unlearn-epochs", type=positive_int,
                        help=f"the forget target's cap, all unlearning epochs counted (default "
-                            f"{hparams.MAX_UNLEARN_EPOCHS}); a class still above the target then is a warning")
+                            f"{hparams.MAX_UNLEARN_EPOCHS}, or --unlearn-epochs if more); a class still above "
+                            f"the target then is a warning")
 
 
 def add_training_flags(group) -> None:

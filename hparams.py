@@ -28,7 +28,9 @@ NO_GENERATED_DATA = {30: 500, 100: 1500}  # g (anti-samples per forget class) at
 # forgotten when the model's accuracy on its forget samples is at most this (a retrained model
 # scores 0 there: it never learnt the class); the tuner's tolerance and the forget target's default.
 FORGOTTEN_PERCENT = 0.5
-MAX_UNLEARN_EPOCHS = 30  # the forget target's cap: all epochs on retain data + anti-samples, the first ones included
+# The forget target's default cap: all epochs on retain data + anti-samples, the first ones included
+# (or the fixed epochs, when they are more).
+MAX_UNLEARN_EPOCHS = 30
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,9 @@ class RunHparams:
     eps: float
     convex_combination: bool
     # ours: None, the paper's fixed unlearn_epochs; a percentage, unlearn on (at least
-    # unlearn_epochs, at most max_unlearn_epochs) until every forget class is at most this
+    # unlearn_epochs, at most max_unlearn_epochs; None: `epoch_cap`) until every forget class is at most this
     forget_target: float | None = None
-    max_unlearn_epochs: int = MAX_UNLEARN_EPOCHS
+    max_unlearn_epochs: int | None = None
 
     def __post_init__(self):
         """Types and ranges, so a row read from a file (`read_file`) is as safe as one from flags."""
@@ -116,9 +118,15 @@ class RunHparams:
                         "unlearn_epochs", "max_unlearn_epochs")
 
 
-def check_epoch_cap(target: float | None, epochs: int, cap: int, epochs_name: str, cap_name: str) -> None:
-    """With a forget target, the cap counts every epoch, so it cannot be below the epochs always run."""
-    if target is not None and cap < epochs:
+def epoch_cap(epochs: int, cap: int | None) -> int:
+    """The forget target's cap on all unlearning epochs: `cap`, or by default MAX_UNLEARN_EPOCHS (or
+    `epochs`, when they are more)."""
+    return max(MAX_UNLEARN_EPOCHS, epochs) if cap is None else cap
+
+
+def check_epoch_cap(target: float | None, epochs: int, cap: int | None, epochs_name: str, cap_name: str) -> None:
+    """With a forget target, a cap counts every epoch, so it cannot be below the epochs always run."""
+    if target is not None and cap is not None and cap < epochs:
         raise UserError(f"{cap_name}={cap} is below {epochs_name}={epochs}: with a forget target the cap counts "
                         f"every unlearning epoch, the first {epochs_name} included; raise it")
 
@@ -144,7 +152,8 @@ def _is_kind(value: Any, kind: str) -> bool:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if kind.endswith("|None"):
         return value is None or _is_kind(value, kind.removesuffix("|None"))
-    return _is_kind(value, "int") or isinstance(value, numbers.Real) and math.isfinite(value)  # float
+    return _is_kind(value, "int") or (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                      and math.isfinite(value))  # float
 
 
 AT_LEAST_ONE = Check("int", lambda v: v >= 1, "a whole number >= 1")
@@ -161,7 +170,8 @@ FIELD_CHECKS: dict[str, Check] = {  # RunHparams' fields
     "convex_combination": Check("bool", lambda v: True, "true or false"),
     "forget_target": Check("float|None", lambda v: v is None or 0 <= v < 100,
                            "null (the fixed unlearn_epochs) or a percentage in [0, 100)"),
-    "max_unlearn_epochs": AT_LEAST_ONE,
+    "max_unlearn_epochs": Check("int|None", lambda v: v is None or v >= 1,
+                                f"null (max({MAX_UNLEARN_EPOCHS}, unlearn_epochs)) or a whole number >= 1"),
 }
 
 

@@ -152,11 +152,13 @@ def format_table(summary: dict[str, Any], method: str) -> str:
     columns = [m for m in METRICS if m.header]
     width = max(len(key), *(len(unit_label(r, key)) for r in rows), 4)
 
-    def cell(value):
-        return "-" if value is None else f"{value:.2f}"
+    def cell(value, metric):
+        if value is None:
+            return "-"
+        return f"{value:.0f}" if metric.unit == "epochs" and float(value).is_integer() else f"{value:.2f}"
     lines = [f"{key:>{width}} " + " ".join(f"{m.header:>11}" for m in columns)]
     for label, row in [*((unit_label(r, key), r) for r in rows), *((name, stats[name]) for name in STATISTICS)]:
-        lines.append(f"{label:>{width}} " + " ".join(f"{cell(row[m.name]):>11}" for m in columns))
+        lines.append(f"{label:>{width}} " + " ".join(f"{cell(row[m.name], m):>11}" for m in columns))
     return "\n".join(lines)
 
 

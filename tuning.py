@@ -108,12 +108,13 @@ def score(retain_percent: list[float], forget_percent: list[float]) -> float:
     return sum(retain_percent) / len(retain_percent) if worst <= FORGET_TOLERANCE_PERCENT else -worst
 
 
-def step(class_index: int, epoch: int, epochs: int) -> int:
-    """Where epoch `epoch` of `epochs` on the `class_index`-th tuning class is reported: by its share
-    of the schedule, so the end of each class is the same step, MAX_SEARCHED_UNLEARN_EPOCHS x (index
-    + 1), in every trial. The pruner looks only there: trials are compared on finished classes. (With
-    a forget target the schedule is the cap, and a class that stops earlier reports its end too.)"""
-    return class_index * MAX_SEARCHED_UNLEARN_EPOCHS + math.ceil(epoch * MAX_SEARCHED_UNLEARN_EPOCHS / epochs)
+def step(class_index: int, epoch: int, epochs: int, span: int = MAX_SEARCHED_UNLEARN_EPOCHS) -> int:
+    """Where epoch `epoch` of `epochs` (at most `span`) on the `class_index`-th tuning class is
+    reported: by its share of the schedule, so the end of each class is the same step, span x (index
+    + 1), in every trial, and no two epochs share a step. The pruner looks only there: trials are
+    compared on finished classes. (With a forget target the schedule is the cap and `span` at least
+    the cap; a class that stops earlier reports its end too.)"""
+    return class_index * span + math.ceil(epoch * span / epochs)
 
 
 class TuningExperiment(Experiment):
@@ -135,11 +136,21 @@ class Tuner:
     classes: list[int]
 
     def row(self, values: dict[str, Any]) -> hparams.RunHparams:
-        """The run's hyperparameters with the searched `values` (with a forget target, the cap is at
-        least the trial's unlearn_epochs)."""
+        """The run's hyperparameters with the searched `values` (with a forget target, a cap given
+        below the trial's unlearn_epochs is raised to them)."""
         base = self.experiment.config.hparams
-        cap = max(base.max_unlearn_epochs, values.get("unlearn_epochs", base.unlearn_epochs))
+        cap = base.max_unlearn_epochs
+        if cap is not None:
+            cap = max(cap, values.get("unlearn_epochs", base.unlearn_epochs))
         return dataclasses.replace(base, **values, max_unlearn_epochs=cap)
+
+    @property
+    def span(self) -> int:
+        """Steps per tuning class (`step`): the longest schedule any trial of the study can run."""
+        base = self.experiment.config.hparams
+        if base.forget_target is None:
+            return MAX_SEARCHED_UNLEARN_EPOCHS
+        return max(MAX_SEARCHED_UNLEARN_EPOCHS, hparams.epoch_cap(MAX_SEARCHED_UNLEARN_EPOCHS, base.max_unlearn_epochs))
 
     def unlearn_class(self, forget_class: int, params: AntiSampleParams,
                       after_epoch: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
@@ -165,7 +176,8 @@ class Tuner:
     def __call__(self, trial: optuna.Trial) -> float:
         row = self.row(suggest(trial))
         params = AntiSampleParams.from_run(row, unlearn_mode=self.experiment.config.unlearn_mode)
-        schedule = row.unlearn_epochs if row.forget_target is None else row.max_unlearn_epochs
+        schedule = row.unlearn_epochs if row.forget_target is None else params.epoch_cap
+        span = self.span
         retain, forget, reported = [], [], set()
 
         def report(value: float, at: int) -> None:
@@ -174,7 +186,7 @@ class Tuner:
         for index, forget_class in enumerate(self.classes):
             def after_epoch(epoch: int, accuracies: dict[str, float]) -> None:
                 report(score(retain + [accuracies["retain"]], forget + [accuracies["forget"]]),
-                       step(index, epoch, schedule))
+                       step(index, epoch, schedule, span))
             try:
                 accuracies = self.unlearn_class(forget_class, params, after_epoch)
             except NonFiniteLossError as error:
@@ -182,8 +194,8 @@ class Tuner:
                 raise optuna.TrialPruned() from None
             retain.append(accuracies["retain"])
             forget.append(accuracies["forget"])
-            if step(index, schedule, schedule) not in reported:  # stopped at the forget target before the cap
-                report(score(retain, forget), step(index, schedule, schedule))
+            if step(index, schedule, schedule, span) not in reported:  # stopped at the forget target before the cap
+                report(score(retain, forget), step(index, schedule, schedule, span))
             if index + 1 < len(self.classes) and trial.should_prune():
                 raise optuna.TrialPruned()
         trial.set_user_attr("retain_validation_percent", retain)
@@ -271,10 +283,12 @@ def optimise(study: optuna.Study, tuner: Tuner, trials: int, timeout_seconds: fl
 
 
 def hparams_file(trial: optuna.trial.FrozenTrial, row: hparams.RunHparams) -> dict[str, Any]:
-    """best_hparams.json: the trial's searched values, and the forget target every trial ran with."""
-    target = {"forget_target": row.forget_target, "max_unlearn_epochs": max(row.max_unlearn_epochs,
-                                                                            trial.params["unlearn_epochs"])}
-    return {**trial.params, **(target if row.forget_target is not None else {})}
+    """best_hparams.json: the trial's searched values and the forget target every trial ran with
+    (null: none, so a model whose own row has one runs the fixed epochs the trials ran)."""
+    target = {"forget_target": row.forget_target}
+    if row.forget_target is not None and row.max_unlearn_epochs is not None:
+        target["max_unlearn_epochs"] = max(row.max_unlearn_epochs, trial.params["unlearn_epochs"])
+    return {**trial.params, **target}
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -7,7 +7,8 @@
 # The models are trained once (the first variant) and read from the cache by the others.
 #     bash bench/forget_cpu.sh                    # every variant, about an hour on 2 cores
 #     bash bench/forget_cpu.sh paper target       # only the variants named
-# Variants: paper (5 epochs), target (--forget-target 0.5), g1500 (PReMI's anti-sample share),
+# Variants: paper (5 epochs), target (--forget-target 0.5), target_repair (and --repair-epochs 1),
+# g1500 (PReMI's anti-sample share),
 # tuned (the row tune_unlearning.py finds for this model in $TUNE_SECONDS, tuned first if $OUT/tuning
 # lacks it), tuned_target (that row with --forget-target 0.5),
 # multi_paper and multi_target (K = 2, two draws, the paper's multi-class row).
@@ -29,12 +30,14 @@ MULTI_ROW=(--unlearn-epochs 2 --unlearn-scale-lr 1 --local-variance 5 --size-mul
 SINGLE=("$PYTHON" single_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --classes "$CLASSES")
 MULTI=("$PYTHON" multi_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --num-forget-classes 2 --draws 2 "${MULTI_ROW[@]}")
 status=0
-VARIANTS=(paper target g1500 tuned tuned_target multi_paper multi_target)
+KNOWN=(paper target target_repair g1500 tuned tuned_target multi_paper multi_target)
+VARIANTS=("${KNOWN[@]}")
 (( $# )) && VARIANTS=("$@")
 for variant in "${VARIANTS[@]}"; do
     case "$variant" in
         paper) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}") ;;
         target) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5) ;;  # the last flag wins
+        target_repair) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5 --repair-epochs 1) ;;
         g1500) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --no-generated-data 1500) ;;
         tuned_target) cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target 0.5) ;;
         tuned)
@@ -46,10 +49,11 @@ for variant in "${VARIANTS[@]}"; do
             cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target none) ;;
         multi_paper) cmd=("${MULTI[@]}") ;;
         multi_target) cmd=("${MULTI[@]}" --forget-target 0.5) ;;
-        *) echo "unknown variant $variant (known: paper target g1500 tuned tuned_target multi_paper multi_target)" >&2
+        *) echo "unknown variant $variant (known: ${KNOWN[*]})" >&2
            exit 2 ;;
     esac
     echo "== $variant ($(date -u +%H:%M:%S))" | tee -a "$OUT/log.txt"
     /usr/bin/time -f "%e s wall" "${cmd[@]}" --out "$OUT/$variant" 2>&1 | tee -a "$OUT/log.txt" || status=1
 done
+"$PYTHON" bench/forget_table.py "$OUT" "${KNOWN[@]}" | tee -a "$OUT/log.txt"
 exit "$status"

@@ -30,7 +30,8 @@ class Scripted(nn.Module):
         if self.training:
             return self.linear(x)
         rank, label = x[:, 0], x[:, 1].long()
-        wanted = torch.tensor([self.accuracy.get(int(c), [100.0])[max(self.epoch, 1) - 1] for c in label.tolist()])
+        scripted = [self.accuracy.get(int(c), [100.0]) for c in label.tolist()]  # the last value repeats
+        wanted = torch.tensor([values[min(max(self.epoch, 1), len(values)) - 1] for values in scripted])
         predicted = torch.where(rank < wanted / 100, label, (label + 1) % self.num_classes)
         return nn.functional.one_hot(predicted, self.num_classes).float() + 0 * self.linear(x)
 
@@ -59,17 +60,23 @@ def run(accuracy, **options):
 
 def test_it_runs_epochs_then_stops_at_the_first_epoch_at_or_under_the_target():
     # epoch 2 is under the target, but before `epochs` (3); epoch 4 is the first after it
-    _, record, caught = run({3: [50, 0, 20, 0.4, 0, 0, 0, 0]}, epochs=3, forget_target=0.5, max_epochs=8,
-                            repair_epochs=2)
-    assert record.epochs == 4 and record.repair_epochs == 2  # the check comes before the repair epochs
-    assert record.forget_trace == pytest.approx([50, 0, 20, 0.4])
+    _, record, caught = run({3: [50, 0, 20, 0.4, 0, 0, 0, 0]}, epochs=3, forget_target=0.5, max_epochs=8)
+    assert record.epochs == 4 and record.forget_trace == pytest.approx([50, 0, 20, 0.4])
     assert not caught
+
+
+def test_the_repair_epochs_come_after_the_stop():
+    until, record, _ = run({3: [9, 9, 0, 0, 0]}, epochs=1, forget_target=0.5, max_epochs=5, repair_epochs=2)
+    fixed, _, _ = run({3: [9, 9, 0, 0, 0]}, epochs=3, forget_target=None, repair_epochs=2)
+    assert (record.epochs, record.repair_epochs) == (3, 2)
+    for name, weights in until.state_dict().items():
+        assert torch.equal(weights, fixed.state_dict()[name]), name
 
 
 def test_stopping_at_the_target_is_the_same_run_as_that_many_fixed_epochs():
     """One continuous run: the same optimiser state and shuffle stream as if `epochs` were larger."""
     until, record, _ = run({3: [9, 9, 9, 0, 0, 0]}, epochs=2, forget_target=0.5, max_epochs=6)
-    fixed, fixed_record, _ = run({3: [9, 9, 9, 0, 0, 0]}, epochs=4)
+    fixed, fixed_record, _ = run({3: [9, 9, 9, 0, 0, 0]}, epochs=4, forget_target=None)
     assert record.epochs == fixed_record.epochs == 4 and fixed_record.forget_trace == []
     for name, weights in until.state_dict().items():
         assert torch.equal(weights, fixed.state_dict()[name]), name
@@ -82,7 +89,10 @@ def test_with_several_classes_the_worst_one_decides():
 
 def test_a_missed_target_warns_once_naming_the_class_and_keeps_the_model():
     model, record, caught = run({2: [0] * 5, 7: [5, 4, 3, 3, 3]}, epochs=2, forget_target=0.5, max_epochs=5)
-    assert record.epochs == 5 and len(record.forget_trace) == 5 and model is not None
+    fixed, _, _ = run({2: [0] * 5, 7: [5, 4, 3, 3, 3]}, epochs=5, forget_target=None)
+    assert record.epochs == 5 and len(record.forget_trace) == 5
+    for name, weights in model.state_dict().items():  # the model after all 5 epochs, as it is
+        assert torch.equal(weights, fixed.state_dict()[name]), name
     assert [str(w.message) for w in caught] == [
         "forget target 0.5% not reached: class 7 is at 3.00% on its forget samples after 5 epochs (max_epochs); "
         "the unlearned model is kept"]
@@ -100,14 +110,33 @@ def test_only_the_forget_samples_are_measured(monkeypatch):
 
 def test_without_a_target_it_runs_exactly_the_epochs_and_measures_nothing(monkeypatch):
     monkeypatch.setattr(anti_sample, "predict", lambda *args: pytest.fail("measured without a forget target"))
-    _, record, _ = run({4: [50] * 3}, epochs=3)
+    _, record, _ = run({4: [50] * 3}, epochs=3, forget_target=None)
     assert record.epochs == 3 and record.forget_trace == []
+
+
+def test_the_default_cap_is_30_or_the_fixed_epochs_if_more():
+    assert anti_sample.AntiSampleParams().epoch_cap == 30
+    assert anti_sample.AntiSampleParams(epochs=40).epoch_cap == 40  # no error for many fixed epochs
+    _, record, _ = run({4: [50] * 7}, epochs=6, forget_target=0.5)
+    assert record.epochs == 30 and len(record.forget_trace) == 30
+
+
+def test_forget_target_none_on_the_command_line_overrides_a_file(tmp_path):
+    import cli
+    import single_class_unlearning
+    (tmp_path / "h.json").write_text(json.dumps({"forget_target": 1.0, "max_unlearn_epochs": 20}))
+    parser = single_class_unlearning.get_args_parser()
+    resolved = [cli.resolve_config(parser.parse_args(["--hparams", str(tmp_path / "h.json"), *flags, "--out",
+                                                      str(tmp_path)]), multi_class=False).hparams
+                for flags in ([], ["--forget-target", "none"], ["--forget-target", "0.25"])]
+    assert [(h.forget_target, h.max_unlearn_epochs) for h in resolved] == [(1.0, 20), (None, 20), (0.25, 20)]
 
 
 @pytest.mark.parametrize("options,message", [
     ({"forget_target": 100}, "forget_target=100: expected null (the fixed unlearn_epochs) or a percentage in [0, 100)"),
     ({"forget_target": 0.5, "epochs": 8, "max_epochs": 4}, "max_epochs=4 is below epochs=8"),
-    ({"max_epochs": 0}, "max_epochs=0: expected a whole number >= 1"),
+    ({"max_epochs": 0}, "max_epochs=0: expected null"),
+    ({"forget_target": True}, "forget_target=True: expected null"),
 ])
 def test_bad_target_options_are_one_line_errors(options, message):
     from errors import UserError

@@ -165,7 +165,8 @@ def test_nan_loss_stops_the_run_naming_phase_and_class(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # Interrupted runs, determinism, corrupt caches
 
-QUICK = ["--classes", "0,1", "--epochs", "2"]
+# fixed unlearning epochs: these tests are about interruptions and identical numbers, not SmallCNN's row
+QUICK = ["--classes", "0,1", "--epochs", "2", "--unlearn-epochs", "5", "--forget-target", "none"]
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,26 @@ def test_steps_put_every_class_end_at_the_same_step():
         assert steps == sorted(set(steps)) and steps[-1] == 2 * tuning.MAX_SEARCHED_UNLEARN_EPOCHS
 
 
+def test_steps_of_a_schedule_up_to_the_span_never_share_a_step():
+    for epochs in (5, 21, 30):
+        steps = [tuning.step(0, e, epochs, span=30) for e in range(1, epochs + 1)]
+        assert steps == sorted(set(steps)) and steps[-1] == 30
+
+
+def test_with_a_forget_target_trials_unlearn_until_forgotten_and_the_file_keeps_it(tmp_path, monkeypatch, recwarn):
+    real = experiment.load_dataset
+    monkeypatch.setattr(experiment, "load_dataset", lambda *args: (real(*args)[0], Unreadable()))
+    status, study = tune(tmp_path, "--trials", 2, "--forget-target", 0.5, "--max-unlearn-epochs", 6)
+    assert status == 0
+    for trial in study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):  # every class end reported
+        assert all((i + 1) * tuning.MAX_SEARCHED_UNLEARN_EPOCHS in trial.intermediate_values for i in range(3))
+    assert not [w for w in recwarn if "already reported" in str(w.message)]  # no two epochs on one step
+    best = json.loads((tmp_path / "out" / "best_hparams.json").read_text())
+    # a trial's unlearn_epochs above the cap of 6 raise it
+    assert best["forget_target"] == 0.5 and best["max_unlearn_epochs"] == max(6, best["unlearn_epochs"])
+    assert hparams.read_file(tmp_path / "out" / "best_hparams.json") == best
+
+
 def test_a_study_with_other_settings_is_refused(tmp_path, capsys):
     assert tune(tmp_path, "--trials", 1)[0] == 0
     capsys.readouterr()
