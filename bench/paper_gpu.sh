@@ -35,7 +35,10 @@ source bench/preflight.sh
 
 RETRAINED=3,8
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    WORK="${WORK:-$(mktemp -d)}"  # a dry run's work never outlives it
+    if [[ -z "${WORK:-}" ]]; then  # a dry run's work never outlives it
+        WORK="$(mktemp -d)"
+        trap 'rm -rf "$WORK"' EXIT
+    fi
     SIZE=(--device cpu --max-per-class 20 --epochs 2 --no-generated-data 20 --unlearn-epochs 2)
     TARGET=(--forget-target 0.5 --max-unlearn-epochs 3)
     REST=0
