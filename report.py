@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure  # figures without pyplot: files only, never a window
 
 from errors import first_line
 from train_utils import SELECT_FRACTION, atomic_write
@@ -221,13 +220,20 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
 MODELS_COMPARED = ("original", "unlearned", "retrained")  # the bars of each method
 
 
+def new_figure(figsize: tuple[float, float]):
+    """A matplotlib Figure without pyplot: files only, never a window. matplotlib is imported here,
+    not with this module, since it takes about a second and a run that fails never plots."""
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
+
+
 def plot_retain_forget(summary: dict[str, Any], path: Path) -> None:
     """Retain and forget test accuracy (mean ± std over the forget sets) of the original, the
     unlearned and the retrained model, side by side for each method; a marker at the unlearned
     model's worst forget set."""
     by_method = summary["by_method"]
     methods = list(by_method)
-    fig = Figure(figsize=(max(8.0, 2.2 * len(methods)), 4))
+    fig = new_figure((max(8.0, 2.2 * len(methods)), 4))
     for ax, part in zip(fig.subplots(1, 2, sharey=True), ["retain", "forget"]):
         for offset, label in zip((-0.27, 0, 0.27), MODELS_COMPARED):
             metric = f"{label}_{part}_test_acc"
@@ -254,7 +260,7 @@ def plot_forget_heatmap(rows: list[dict[str, Any]], row_key: str, path: Path) ->
     for r in rows:
         value = r["unlearned_forget_test_acc"]  # None: the forget class has no test samples
         grid[methods.index(r["method"]), units.index(str(r[row_key]))] = float("nan") if value is None else value
-    fig = Figure(figsize=(max(5.0, 0.7 * len(units) + 2), 0.5 * len(methods) + 1.5))
+    fig = new_figure((max(5.0, 0.7 * len(units) + 2), 0.5 * len(methods) + 1.5))
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for (i, j), value in zip(torch.cartesian_prod(torch.arange(len(methods)), torch.arange(len(units))).tolist(),
@@ -276,7 +282,7 @@ def plot_anti_samples(forget: torch.Tensor, far_retain: torch.Tensor, anti: torc
         m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
         return (image.cpu() * s + m).clamp(0, 1).permute(1, 2, 0).squeeze(-1)
 
-    fig = Figure(figsize=(1.5 * columns, 4.8))
+    fig = new_figure((1.5 * columns, 4.8))
     axes = fig.subplots(3, columns)
     for row_axes, images, name in zip(axes, [forget, far_retain, anti], ["forget", "far retain", "anti-sample"]):
         for ax, image in zip(row_axes, images[:columns]):

