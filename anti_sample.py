@@ -29,8 +29,8 @@ from datasets import Split, as_split
 from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
 from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, FORGOTTEN_PERCENT, NO_GENERATED_DATA, NOTEBOOK_TABLE,
-                     POSITIVE, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, epoch_cap, read_file,
-                     resolve)
+                     POSITIVE, REPAIR_EPOCHS, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, epoch_cap,
+                     read_file, resolve)
 from train_utils import Speed, TrainParams, accuracy, predict, resolve_device, synchronize, train
 
 UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
@@ -47,7 +47,8 @@ class AntiSampleParams:
     """Every option of the method. Defaults, the API's (ours; the authors have no API): the paper's
     CIFAR-10 / ResNet18 Unlearning-30 notebook row (hparams.NOTEBOOK_TABLE) with its 5 epochs, but
     unlearning until forgotten (forget_target hparams.FORGOTTEN_PERCENT, at most max_epochs) at lr
-    API_LR. `AntiSampleParams.paper(...)` is a paper row as published (fixed epochs)."""
+    API_LR, then hparams.REPAIR_EPOCHS on the retain data alone. `AntiSampleParams.paper(...)` is a
+    paper row as published (fixed epochs, no repair)."""
     # anti-samples (PAPER.md steps 1-3)
     local_variance: float = _PAPER_ROW.local_variance  # lambda: noise scale, in units of |F - N| + eps
     size_multiplier: int = _PAPER_ROW.size_multiplier  # m: rounds, each giving one candidate per forget sample
@@ -61,7 +62,7 @@ class AntiSampleParams:
     lr: float = API_LR
     batch_size: int = BATCH_SIZE
     unlearn_mode: str = "eval"  # eval: BatchNorm statistics frozen, dropout off (the authors'); train
-    repair_epochs: int = 0  # ours: then this many epochs on the retain data alone, at repair_lr
+    repair_epochs: int = REPAIR_EPOCHS  # ours: then this many epochs on the retain data alone, at repair_lr
     repair_lr: float = BASE_LR
     # ours, "unlearn until forgotten": after `epochs`, go on epoch by epoch until the model's accuracy
     # on the forget samples is at most forget_target (percent) for every forget class, or until
@@ -89,7 +90,8 @@ class AntiSampleParams:
         unlearn_scale_lr x lr; repair at lr), plus `options`."""
         row = cls(h.local_variance, h.size_multiplier, h.p, h.tail_randomized, h.no_generated_data, h.eps,
                   h.convex_combination, h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size,
-                  repair_lr=h.lr, forget_target=h.forget_target, max_epochs=h.max_unlearn_epochs)
+                  repair_epochs=h.repair_epochs, repair_lr=h.lr, forget_target=h.forget_target,
+                  max_epochs=h.max_unlearn_epochs)
         return dataclasses.replace(row, **options)
 
     @classmethod
@@ -112,10 +114,11 @@ class AntiSampleParams:
 # The ranges of hparams.FIELD_CHECKS (one table), under this class's names, and its own options.
 _OPTION_CHECKS = {
     **{name: FIELD_CHECKS[name] for name in ("local_variance", "size_multiplier", "p", "tail_randomized",
-                                             "no_generated_data", "eps", "convex_combination", "lr", "batch_size")},
+                                             "no_generated_data", "eps", "convex_combination", "lr", "batch_size",
+                                             "repair_epochs")},
     "epochs": FIELD_CHECKS["unlearn_epochs"],
     "unlearn_mode": Check("str", lambda v: v in UNLEARN_MODES, f"one of {', '.join(UNLEARN_MODES)}"),
-    "repair_epochs": Check("int", lambda v: v >= 0, "a whole number >= 0"), "repair_lr": POSITIVE,
+    "repair_lr": POSITIVE,
     "forget_target": FIELD_CHECKS["forget_target"], "max_epochs": FIELD_CHECKS["max_unlearn_epochs"],
 }
 
@@ -281,7 +284,8 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
       neighbours (the entry scripts pass all retain-class training data, as the authors do).
     - `params` and/or keyword `options` (any `AntiSampleParams` field, e.g. `epochs=3, lr=1e-3`;
       options win); defaults: `AntiSampleParams()`, the paper's CIFAR-10 ResNet18 Unlearning-30 row
-      unlearning until forgotten at lr API_LR; `params=AntiSampleParams.paper()` is the row as published.
+      unlearning until forgotten at lr API_LR, then one repair epoch; `params=AntiSampleParams.paper()`
+      is the row as published.
     - `forget_classes`: default, the labels in `forget`; given, each must have samples there.
     - `device`: default, the model's; the data are moved there.
     - `generator`: CPU generator of the minibatch shuffles (default: drawn from torch's global

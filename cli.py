@@ -195,10 +195,7 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     hp.add_argument("--eps", type=non_negative_float, help="floor of the noise scale")
     hp.add_argument("--convex-combination", action=argparse.BooleanOptionalAction, default=None,
                     help="mix the candidates into g anti-samples with softmax weights")
-    add_forget_target_flags(hp)
-    hp.add_argument("--repair-epochs", type=non_negative_int, default=0,
-                    help="after unlearning, fine-tune this many epochs on the retain subset alone "
-                         "at --lr (ours; 0 is the paper's protocol)")
+    add_our_unlearning_flags(hp)
     return parser
 
 
@@ -251,8 +248,8 @@ def add_speed_flags(parser: argparse.ArgumentParser) -> None:
                        help="torch.compile the model's forward (not with --cuda-graph)")
 
 
-def add_forget_target_flags(group) -> None:
-    """Unlearn until forgotten (ours): both unlearning scripts and the tuner."""
+def add_our_unlearning_flags(group) -> None:
+    """Unlearn until forgotten, and the repair epochs (ours): both unlearning scripts and the tuner."""
     group.add_argument("--forget-target", type=forget_target, metavar="PERCENT",
                        help=f"ours: after --unlearn-epochs, go on unlearning until the accuracy on every forget "
                             f"class's training samples is at most PERCENT (e.g. {hparams.FORGOTTEN_PERCENT:g}), or "
@@ -262,6 +259,9 @@ def add_forget_target_flags(group) -> None:
                        help=f"the forget target's cap, all unlearning epochs counted (default "
                             f"{hparams.MAX_UNLEARN_EPOCHS}, or --unlearn-epochs if more); a class still above "
                             f"the target then is a warning")
+    group.add_argument("--repair-epochs", type=non_negative_int,
+                       help="ours: after unlearning, fine-tune this many epochs on the retain subset alone at --lr "
+                            "(default: the row's; 0, the paper's protocol, for the paper's models)")
 
 
 def add_training_flags(group) -> None:
@@ -291,7 +291,6 @@ def resolve_config(args: argparse.Namespace, multi_class: bool) -> RunConfig:
         device=str(device), seed=args.seed, out=out, cache_dir=args.cache_dir,
         checkpoint=args.checkpoint, retrain=not args.no_retrain, pretrained=pretrained,
         progress=args.progress, dist_timeout_minutes=args.dist_timeout_minutes, mia=args.mia,
-        repair_epochs=args.repair_epochs,
         methods=check_methods(args.methods), hparams=run_hparams,
         unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool,
         select=args.select or ("last" if args.model in hparams.OUR_MODELS else "best-test"), speed=speed)

@@ -70,7 +70,6 @@ class RunConfig:
     progress: bool
     dist_timeout_minutes: float
     mia: bool
-    repair_epochs: int
     methods: list[str]
     hparams: RunHparams
     unlearn_mode: str = "eval"
@@ -225,7 +224,7 @@ class Experiment:
 
     def anti_sample_params(self) -> AntiSampleParams:
         c = self.config
-        return AntiSampleParams.from_run(c.hparams, unlearn_mode=c.unlearn_mode, repair_epochs=c.repair_epochs)
+        return AntiSampleParams.from_run(c.hparams, unlearn_mode=c.unlearn_mode)
 
     def retain_subset(self, forget_classes: list[int]) -> Split:
         """The retain subset every method of this unit gets (seeded by the seed and the forget classes)."""

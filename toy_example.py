@@ -23,12 +23,12 @@ POINTS_PER_BLOB = 100
 TRAIN_FRACTION = 0.8
 TRAIN = TrainParams(epochs=500, lr=1e-3, batch_size=BATCH_SIZE)
 FORGET_CLASS = 0
-# PAPER.md's toy row, unlearning for one epoch at lr 0.3 (fixed: no forget target). PAPER.md gives no
+# PAPER.md's toy row, unlearning for one epoch at lr 0.3 (fixed: no forget target, no repair). PAPER.md gives no
 # unlearning batch size: the training batch works with the authors' MLP (forget 0 % on test for seeds
 # 0-2; README "Deviations").
 ANTI_SAMPLE = anti_sample.AntiSampleParams(local_variance=3, size_multiplier=5, p=0.5, tail_randomized=150,
                                            no_generated_data=80, eps=0.1, epochs=1, lr=0.3, batch_size=BATCH_SIZE,
-                                           forget_target=None)
+                                           forget_target=None, repair_epochs=0)
 
 
 def make_blobs(seed: int) -> tuple[Split, Split]:

@@ -55,9 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_speed_flags(parser)
     training = parser.add_argument_group("the tuning original model", "default: the model's row in hparams.py")
     cli.add_training_flags(training)
-    target = parser.add_argument_group("unlearn until forgotten", "every trial runs with this forget target "
-                                                                  "(not searched), and best_hparams.json keeps it")
-    cli.add_forget_target_flags(target)
+    ours = parser.add_argument_group("unlearn until forgotten, and repair", "every trial runs with these (not "
+                                                                          "searched), and best_hparams.json keeps them")
+    cli.add_our_unlearning_flags(ours)
     return parser
 
 
@@ -76,7 +76,7 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, list[int]]:
         dataset=args.dataset, model=args.model, retain_percent=float(args.retain_percent), multi_class=False,
         data_root=args.data_root, max_per_class=args.max_per_class, device=str(device), seed=args.seed, out=out,
         cache_dir=args.cache_dir, checkpoint=None, retrain=False, pretrained=pretrained, progress=args.progress,
-        dist_timeout_minutes=DIST_TIMEOUT_MINUTES, mia=False, repair_epochs=0, methods=["anti_sample"],
+        dist_timeout_minutes=DIST_TIMEOUT_MINUTES, mia=False, methods=["anti_sample"],
         hparams=row, unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select="last",
         speed=cli.resolve_speed(args, device))
     return config, classes

@@ -283,9 +283,9 @@ def optimise(study: optuna.Study, tuner: Tuner, trials: int, timeout_seconds: fl
 
 
 def hparams_file(trial: optuna.trial.FrozenTrial, row: hparams.RunHparams) -> dict[str, Any]:
-    """best_hparams.json: the trial's searched values and the forget target every trial ran with
-    (null: none, so a model whose own row has one runs the fixed epochs the trials ran)."""
-    target = {"forget_target": row.forget_target}
+    """best_hparams.json: the trial's searched values, and the forget target and repair epochs every
+    trial ran with (also null and 0, so a model whose own row has them runs what the trials ran)."""
+    target = {"forget_target": row.forget_target, "repair_epochs": row.repair_epochs}
     if row.forget_target is not None and row.max_unlearn_epochs is not None:
         target["max_unlearn_epochs"] = max(row.max_unlearn_epochs, trial.params["unlearn_epochs"])
     return {**trial.params, **target}

@@ -2,8 +2,8 @@
 # Issue 20's CPU table: the full-size forget failure and its fix, on 2 CPU cores. Real CIFAR-10,
 # all 50,000 training images (so 500 anti-samples are the paper's 3.6 % of the fine-tuning mix),
 # SmallCNN (15 epochs, best-test selection as the authors select), the paper's ResNet18 /
-# CIFAR-10 Unlearning-30 row given as flags (with --forget-target none: SmallCNN's own default has
-# a target), classes 1, 3, 6 and 8 with their retrained models.
+# CIFAR-10 Unlearning-30 row given as flags (with --forget-target none --repair-epochs 0: SmallCNN's
+# own default has a target and a repair epoch), classes 1, 3, 6 and 8 with their retrained models.
 # The models are trained once (the first variant) and read from the cache by the others.
 #     bash bench/forget_cpu.sh                    # every variant, about an hour on 2 cores
 #     bash bench/forget_cpu.sh paper target       # only the variants named
@@ -24,9 +24,9 @@ COMMON=(--dataset cifar10 --data-root "$ARCHIVE" --model SmallCNN --epochs 15 --
         --cache-dir "$OUT/checkpoints" ${EXTRA_FLAGS:-})
 RUNS=(--select best-test --no-mia)  # the unlearning scripts' (the tuner keeps its last epoch and has no MIA)
 PAPER_ROW=(--unlearn-scale-lr 2.2 --local-variance 5 --size-multiplier 1 --p 0.95 --tail-randomized 20
-           --no-generated-data 500 --convex-combination --unlearn-epochs 5 --forget-target none)
+           --no-generated-data 500 --convex-combination --unlearn-epochs 5 --forget-target none --repair-epochs 0)
 MULTI_ROW=(--unlearn-epochs 2 --unlearn-scale-lr 1 --local-variance 5 --size-multiplier 1 --p 0.95
-           --tail-randomized 30 --no-generated-data 500 --convex-combination --forget-target none)
+           --tail-randomized 30 --no-generated-data 500 --convex-combination --forget-target none --repair-epochs 0)
 SINGLE=("$PYTHON" single_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --classes "$CLASSES")
 MULTI=("$PYTHON" multi_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --num-forget-classes 2 --draws 2 "${MULTI_ROW[@]}")
 status=0
@@ -39,14 +39,14 @@ for variant in "${VARIANTS[@]}"; do
         target) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5) ;;  # the last flag wins
         target_repair) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5 --repair-epochs 1) ;;
         g1500) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --no-generated-data 1500) ;;
-        tuned_target) cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target 0.5) ;;
+        tuned_target) cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target 0.5 --repair-epochs 0) ;;
         tuned)
             if [[ ! -f "$OUT/tuning/best_hparams.json" ]]; then
                 echo "== tuning ($(date -u +%H:%M:%S))" | tee -a "$OUT/log.txt"
                 /usr/bin/time -f "%e s wall" "$PYTHON" tune_unlearning.py "${COMMON[@]}" --timeout "$TUNE_SECONDS" \
                     --trials 1000 --out "$OUT/tuning" 2>&1 | tee -a "$OUT/log.txt" || status=1
             fi
-            cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target none) ;;
+            cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target none --repair-epochs 0) ;;
         multi_paper) cmd=("${MULTI[@]}") ;;
         multi_target) cmd=("${MULTI[@]}" --forget-target 0.5) ;;
         *) echo "unknown variant $variant (known: ${KNOWN[*]})" >&2

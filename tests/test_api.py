@@ -30,7 +30,7 @@ def test_readme_example_runs_verbatim_and_forgets():
     assert result.returncode == 0, result.stderr
     print(result.stdout)
     forget, rest = map(int, re.search(r"on 3s (\d+)%, on the other digits (\d+)%", result.stdout).groups())
-    assert forget <= 10 and rest >= 95
+    assert forget <= 1 and rest >= 95  # 2026-12-01: 1 of 183 3s left (0.5 %, printed 1 %), the others 100 %
 
 
 @pytest.fixture(scope="module")

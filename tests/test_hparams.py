@@ -56,7 +56,9 @@ def test_the_api_defaults_are_the_paper_row_but_for_the_documented_forget_target
     paper = AntiSampleParams.paper()
     assert paper == AntiSampleParams.from_run(hparams.resolve("ResNet18", "cifar10", 30))
     assert paper.lr == pytest.approx(2.2e-3) and paper.epochs == 5 and paper.forget_target is None
-    assert AntiSampleParams() == dataclasses.replace(paper, lr=API_LR, forget_target=hparams.FORGOTTEN_PERCENT)
+    assert paper.repair_epochs == 0
+    assert AntiSampleParams() == dataclasses.replace(paper, lr=API_LR, forget_target=hparams.FORGOTTEN_PERCENT,
+                                                     repair_epochs=hparams.REPAIR_EPOCHS)
 
 
 def test_generated_data_count_interpolates_the_two_published_points():

@@ -30,7 +30,8 @@ def test_summary_has_the_documented_schema(mnist5k_run):
     assert set(summary["mean"]) == set(summary["std"]) == set(summary["worst"]) == METRIC_NAMES
     assert summary["config"]["dataset"] == "mnist5k" and summary["config"]["model"] == "SmallCNN"
     h = summary["config"]["hparams"]
-    assert (h["unlearn_epochs"], h["forget_target"]) == (16, 0.5)  # SmallCNN's own row: at least 16, until forgotten
+    # SmallCNN's own row: at least 16 epochs, until forgotten, then one repair epoch
+    assert (h["unlearn_epochs"], h["forget_target"], h["repair_epochs"]) == (16, 0.5, 1)
     assert all(16 <= row["unlearn_epochs"] <= 30 for row in summary["per_class"])
     protocol = {k: summary["config"][k] for k in ("unlearn_mode", "neighbour_pool", "select")}
     # the authors' protocol, but for the model selection: SmallCNN is ours, and never selected on test data
@@ -87,8 +88,8 @@ def test_rerun_reuses_models_and_results(mnist5k_run):
 
 def test_no_retrain_leaves_the_retrained_columns_empty(mnist5k_run, tmp_path):
     _, _, out = mnist5k_run
-    result = run_script("single_class_unlearning.py", "--classes", "5", "--no-retrain",
-                        "--out", tmp_path, "--cache-dir", out / "cache")
+    result = run_script("single_class_unlearning.py", "--classes", "5", "--no-retrain", "--no-mia",
+                        "--unlearn-epochs", "1", "--forget-target", "none", "--out", tmp_path, "--cache-dir", out / "cache")
     assert result.returncode == 0, result.stderr
     row = json.loads((tmp_path / "summary.json").read_text())["per_class"][0]
     assert row["retrained_retain_test_acc"] is None and row["retrained_forget_test_acc"] is None
@@ -118,7 +119,7 @@ def test_cifar10_pipeline_on_a_subset_of_the_real_archive_forgets(cifar10_archiv
 UNLEARNING_FLAGS = {"--epochs", "--unlearn-epochs", "--pretrained", "--no-pretrained", "--repair-epochs", "--hparams",
                     "--forget-target", "--max-unlearn-epochs"}
 TUNING_FLAGS = {"--epochs", "--trials", "--timeout", "--storage", "--study-name", "--classes", "--max-per-class",
-                "--forget-target", "--max-unlearn-epochs"}
+                "--forget-target", "--max-unlearn-epochs", "--repair-epochs"}
 
 
 @pytest.mark.parametrize("script,flags", [("single_class_unlearning", UNLEARNING_FLAGS),

@@ -14,7 +14,7 @@ import experiment
 import hparams
 import tune_unlearning
 import tuning
-from conftest import ROOT
+from conftest import ROOT, started
 from datasets import DATASETS, get_dataset_spec, split_off_validation
 from models import list_models
 
@@ -57,6 +57,7 @@ def test_a_study_never_reads_the_test_split_and_resumes_without_losing_trials(tm
     best = json.loads((out / "best_hparams.json").read_text())
     assert best == hparams.read_file(out / "best_hparams.json")
     assert best["unlearn_epochs"] == study.best_params["unlearn_epochs"]
+    assert (best["forget_target"], best["repair_epochs"]) == (None, 0)  # what the trials ran, even if a row differs
 
 
 def test_the_validation_split_is_stratified_disjoint_and_seeded(mnist5k):
@@ -112,17 +113,26 @@ def test_steps_of_a_schedule_up_to_the_span_never_share_a_step():
         assert steps == sorted(set(steps)) and steps[-1] == 30
 
 
-def test_with_a_forget_target_trials_unlearn_until_forgotten_and_the_file_keeps_it(tmp_path, monkeypatch, recwarn):
+def test_with_a_forget_target_and_repair_trials_run_them_and_the_file_keeps_them(tmp_path, monkeypatch, recwarn):
     real = experiment.load_dataset
     monkeypatch.setattr(experiment, "load_dataset", lambda *args: (real(*args)[0], Unreadable()))
-    status, study = tune(tmp_path, "--trials", 2, "--forget-target", 0.5, "--max-unlearn-epochs", 6)
+    phases, real_train = [], anti_sample.train
+
+    def spy(model, data, params, *args, **kwargs):
+        phases.append(kwargs["phase"].split()[0])
+        return real_train(model, data, params, *args, **kwargs)
+    monkeypatch.setattr(anti_sample, "train", spy)
+    status, study = tune(tmp_path, "--trials", 2, "--forget-target", 0.5, "--max-unlearn-epochs", 6,
+                         "--repair-epochs", 1)
     assert status == 0
+    assert phases and phases == ["unlearning", "repair"] * (len(phases) // 2)  # each class: unlearn, then repair
     for trial in study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):  # every class end reported
         assert all((i + 1) * tuning.MAX_SEARCHED_UNLEARN_EPOCHS in trial.intermediate_values for i in range(3))
     assert not [w for w in recwarn if "already reported" in str(w.message)]  # no two epochs on one step
     best = json.loads((tmp_path / "out" / "best_hparams.json").read_text())
     # a trial's unlearn_epochs above the cap of 6 raise it
     assert best["forget_target"] == 0.5 and best["max_unlearn_epochs"] == max(6, best["unlearn_epochs"])
+    assert best["repair_epochs"] == 1
     assert hparams.read_file(tmp_path / "out" / "best_hparams.json") == best
 
 
@@ -157,14 +167,14 @@ def test_ctrl_c_stops_the_tuner_with_exit_130_and_the_same_command_continues(tmp
     def command(trials):
         return [sys.executable, str(ROOT / "tune_unlearning.py"), *TINY, "--trials", str(trials),
                 "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]
-    process = subprocess.Popen(command(200), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    logged = []
-    for line in process.stderr:  # optuna logs each finished trial without --progress
-        logged.append(line)
-        if sum(" finished with value" in line or " pruned." in line for line in logged) == 2:
-            break
-    process.send_signal(signal.SIGINT)
-    err = "".join(logged) + process.communicate(timeout=60)[1]
+    with started(command(200), cwd=tmp_path, stderr=subprocess.PIPE, text=True) as process:
+        logged = []
+        for line in process.stderr:  # optuna logs each finished trial without --progress
+            logged.append(line)
+            if sum(" finished with value" in line or " pruned." in line for line in logged) == 2:
+                break
+        process.send_signal(signal.SIGINT)
+        err = "".join(logged) + process.communicate(timeout=60)[1]
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err
     storage = f"sqlite:///{tmp_path / 'out/study.db'}"
 
