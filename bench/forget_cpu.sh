@@ -10,7 +10,8 @@
 # Variants: paper (5 epochs), target (--forget-target 0.5), target_repair (and --repair-epochs 1),
 # g1500 (PReMI's anti-sample share),
 # tuned (the row tune_unlearning.py finds for this model in $TUNE_SECONDS, tuned first if $OUT/tuning
-# lacks it), tuned_target (that row with --forget-target 0.5),
+# lacks it), tuned_target (that row with --forget-target 0.5), tuned_with_target (the row the tuner
+# finds with --forget-target 0.5 --repair-epochs 1 fixed in every trial, in $OUT/tuning_target),
 # multi_paper and multi_target (K = 2, two draws, the paper's multi-class row).
 # Results: $OUT/<variant>/summary.json, and a log with each variant's wall time.
 set -uo pipefail
@@ -30,7 +31,16 @@ MULTI_ROW=(--unlearn-epochs 2 --unlearn-scale-lr 1 --local-variance 5 --size-mul
 SINGLE=("$PYTHON" single_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --classes "$CLASSES")
 MULTI=("$PYTHON" multi_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --num-forget-classes 2 --draws 2 "${MULTI_ROW[@]}")
 status=0
-KNOWN=(paper target target_repair g1500 tuned tuned_target multi_paper multi_target)
+KNOWN=(paper target target_repair g1500 tuned tuned_target tuned_with_target multi_paper multi_target)
+
+tune() {  # tune DIR [flags]: the tuner's row in DIR/best_hparams.json, unless it is there already
+    local dir=$1; shift
+    if [[ ! -f "$dir/best_hparams.json" ]]; then
+        echo "== tuning into $dir ($(date -u +%H:%M:%S))" | tee -a "$OUT/log.txt"
+        /usr/bin/time -f "%e s wall" "$PYTHON" tune_unlearning.py "${COMMON[@]}" --timeout "$TUNE_SECONDS" \
+            --trials 1000 --out "$dir" "$@" 2>&1 | tee -a "$OUT/log.txt" || status=1
+    fi
+}
 VARIANTS=("${KNOWN[@]}")
 (( $# )) && VARIANTS=("$@")
 for variant in "${VARIANTS[@]}"; do
@@ -41,12 +51,11 @@ for variant in "${VARIANTS[@]}"; do
         g1500) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --no-generated-data 1500) ;;
         tuned_target) cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target 0.5 --repair-epochs 0) ;;
         tuned)
-            if [[ ! -f "$OUT/tuning/best_hparams.json" ]]; then
-                echo "== tuning ($(date -u +%H:%M:%S))" | tee -a "$OUT/log.txt"
-                /usr/bin/time -f "%e s wall" "$PYTHON" tune_unlearning.py "${COMMON[@]}" --timeout "$TUNE_SECONDS" \
-                    --trials 1000 --out "$OUT/tuning" 2>&1 | tee -a "$OUT/log.txt" || status=1
-            fi
+            tune "$OUT/tuning"
             cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target none --repair-epochs 0) ;;
+        tuned_with_target)  # the file keeps the target and the repair epoch the trials ran with
+            tune "$OUT/tuning_target" --forget-target 0.5 --repair-epochs 1
+            cmd=("${SINGLE[@]}" --hparams "$OUT/tuning_target/best_hparams.json") ;;
         multi_paper) cmd=("${MULTI[@]}") ;;
         multi_target) cmd=("${MULTI[@]}" --forget-target 0.5) ;;
         *) echo "unknown variant $variant (known: ${KNOWN[*]})" >&2
