@@ -118,12 +118,13 @@ def main(argv: list[str]) -> int:
             bar.set_postfix(best=f"{best.value:.2f}" if best is not None else "-")
 
         began = time.perf_counter()
-        tuning.optimise(study, tuning.Tuner(experiment, classes), args.trials, args.timeout, after_trial)
+        tuner = tuning.Tuner(experiment, classes)
+        tuning.optimise(study, tuner, args.trials, args.timeout, after_trial)
         bar.close()
         summary = tuning.summary(study, start, config, classes, time.perf_counter() - began)
         best = tuning.best_trial(study)
         if best is not None:
-            report.write_json(out / "best_hparams.json", tuning.hparams_file(best, config.hparams))
+            report.write_json(out / "best_hparams.json", tuning.hparams_file(best, tuner))
         report.write_json(out / "tuning.json", summary)
         report.write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         for notice in tuning.write_plots(study, out):

@@ -282,13 +282,15 @@ def optimise(study: optuna.Study, tuner: Tuner, trials: int, timeout_seconds: fl
 # Results
 
 
-def hparams_file(trial: optuna.trial.FrozenTrial, row: hparams.RunHparams) -> dict[str, Any]:
-    """best_hparams.json: the trial's searched values, and the forget target and repair epochs every
-    trial ran with (also null and 0, so a model whose own row has them runs what the trials ran)."""
-    target = {"forget_target": row.forget_target, "repair_epochs": row.repair_epochs}
+def hparams_file(trial: optuna.trial.FrozenTrial, tuner: Tuner) -> dict[str, Any]:
+    """best_hparams.json: the trial's searched values, and the forget target (with the cap the trial
+    ran, `Tuner.row`) and repair epochs every trial ran with (also null and 0, so a model whose own
+    row has them runs what the trials ran)."""
+    row = tuner.row(trial.params)
+    fixed = {"forget_target": row.forget_target, "repair_epochs": row.repair_epochs}
     if row.forget_target is not None and row.max_unlearn_epochs is not None:
-        target["max_unlearn_epochs"] = max(row.max_unlearn_epochs, trial.params["unlearn_epochs"])
-    return {**trial.params, **target}
+        fixed["max_unlearn_epochs"] = row.max_unlearn_epochs
+    return {**trial.params, **fixed}
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
