@@ -16,7 +16,6 @@ PAPER.md step by step and is the oracle in tests and the baseline in benchmarks.
 from __future__ import annotations
 
 import dataclasses
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +25,13 @@ import torch
 from torch import nn
 
 from datasets import Split, as_split
+from devices import Stopwatch, resolve_device
 from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
 from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, FORGOTTEN_PERCENT, NO_GENERATED_DATA, NOTEBOOK_TABLE,
                      POSITIVE, REPAIR_EPOCHS, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, epoch_cap,
                      read_file, resolve)
-from train_utils import Speed, TrainParams, accuracy, predict, resolve_device, synchronize, train
+from train_utils import Speed, TrainParams, accuracy, predict, train
 
 UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
 _PAPER_RUN = ("ResNet18", "cifar10", 30)  # model, data set, retain percent of the defaults below
@@ -321,9 +321,6 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
         noise_generator = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
     speed = Speed.default_for(device) if speed is None else speed
 
-    synchronize(device)
-    start = time.perf_counter()
-    anti = anti_sample_set(forget, pool, params, noise_generator)
     name = f"unlearning {','.join(map(str, classes))}"
     eval_mode = params.unlearn_mode == "eval"
     def each_epoch(epoch: int) -> None:  # the caller's callback never stops the fixed epochs
@@ -334,15 +331,16 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     else:
         until = UntilForgotten(model, forget, classes, params, after_epoch)
         epochs, each_epoch = params.epoch_cap, until
-    epochs_run = train(model, Split.join(retain, anti), TrainParams(epochs, params.lr, params.batch_size, eval_mode),
-                       generator, phase=name, progress=progress, speed=speed, after_epoch=each_epoch)
-    if until is not None:
-        until.warn_if_missed()
-    if params.repair_epochs:
-        train(model, retain, TrainParams(params.repair_epochs, params.repair_lr, params.batch_size, eval_mode),
-              generator, phase=f"repair {name}", progress=progress, speed=speed)
-    synchronize(device)
-    return model, UnlearnRecord(classes, len(anti), epochs_run, params.repair_epochs, time.perf_counter() - start,
+    with Stopwatch(device) as clock:
+        anti = anti_sample_set(forget, pool, params, noise_generator)
+        epochs_run = train(model, Split.join(retain, anti), TrainParams(epochs, params.lr, params.batch_size, eval_mode),
+                           generator, phase=name, progress=progress, speed=speed, after_epoch=each_epoch)
+        if until is not None:
+            until.warn_if_missed()
+        if params.repair_epochs:
+            train(model, retain, TrainParams(params.repair_epochs, params.repair_lr, params.batch_size, eval_mode),
+                  generator, phase=f"repair {name}", progress=progress, speed=speed)
+    return model, UnlearnRecord(classes, len(anti), epochs_run, params.repair_epochs, clock.seconds,
                                 until.trace if until else [])
 
 

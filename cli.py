@@ -23,10 +23,14 @@ import units
 from anti_sample import UNLEARN_MODES, ForgetTargetWarning
 from datasets import ARCHIVE_FORMATS, DATASETS, DatasetSpec, get_dataset_spec
 from errors import UserError
-from experiment import DEFAULT_SEED, DIST_TIMEOUT_MINUTES, NEIGHBOUR_POOLS, SELECTIONS, RunConfig, run
+from devices import resolve_device
+from distributed import DIST_TIMEOUT_MINUTES, run
+from experiment import NEIGHBOUR_POOLS, SELECTIONS, RunConfig
 from methods import METHODS, check_methods
 from models import list_models, resolve_pretrained
-from train_utils import SELECT_FRACTION, NonFiniteLossError, Speed, resolve_device
+from metrics import SELECT_FRACTION
+from seeding import DEFAULT_SEED
+from train_utils import NonFiniteLossError, Speed
 
 # ----------------------------------------------------------------------------------------------
 # Flags

@@ -10,7 +10,6 @@ on the embedded mnist5k digits.
 """
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,13 +18,15 @@ from tqdm.auto import tqdm
 
 import cli
 import hparams
-import report
 import tuning
 import units
+from devices import Stopwatch, resolve_device
+from distributed import DIST_TIMEOUT_MINUTES
 from errors import UserError
-from experiment import DIST_TIMEOUT_MINUTES, RunConfig, fingerprint
+from experiment import Experiment, RunConfig
 from models import resolve_pretrained
-from train_utils import NonFiniteLossError, resolve_device
+from store import fingerprint, write_json, write_text
+from train_utils import NonFiniteLossError
 
 dataset_name = "mnist5k"
 model_name = "SmallCNN"
@@ -103,7 +104,8 @@ def main(argv: list[str]) -> int:
         cli.check_writable_folder(out, "--out")
         cli.check_writable_folder(Path(config.cache_dir), "--cache-dir")
         storage = tuning.open_storage(args.storage or f"sqlite:///{out / 'study.db'}")
-        experiment = tuning.TuningExperiment(config)  # trains (or loads) the tuning original model
+        experiment = Experiment(config, tuning.tuning_data(config))
+        _ = experiment.original  # trained (or read from the cache) before the first trial
         name = args.study_name or f"{config.dataset}-{config.model}-{config.retain_percent:g}"
         key = fingerprint({"results": experiment.results_key(), "classes": classes,
                            "objective": [tuning.VALIDATION_PERCENT, tuning.FORGET_TOLERANCE_PERCENT]})
@@ -117,16 +119,16 @@ def main(argv: list[str]) -> int:
             best = tuning.best_trial(study)
             bar.set_postfix(best=f"{best.value:.2f}" if best is not None else "-")
 
-        began = time.perf_counter()
         tuner = tuning.Tuner(experiment, classes)
-        tuning.optimise(study, tuner, args.trials, args.timeout, after_trial)
+        with Stopwatch() as clock:
+            tuning.optimise(study, tuner, args.trials, args.timeout, after_trial)
         bar.close()
-        summary = tuning.summary(study, start, config, classes, time.perf_counter() - began)
+        summary = tuning.summary(study, start, config, classes, clock.seconds)
         best = tuning.best_trial(study)
         if best is not None:
-            report.write_json(out / "best_hparams.json", tuning.hparams_file(best, tuner))
-        report.write_json(out / "tuning.json", summary)
-        report.write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
+            write_json(out / "best_hparams.json", tuning.hparams_file(best, tuner))
+        write_json(out / "tuning.json", summary)
+        write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         for notice in tuning.write_plots(study, out):
             print(f"note: {notice}", file=sys.stderr)
     except (UserError, NonFiniteLossError, OSError, KeyboardInterrupt) as error:

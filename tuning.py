@@ -32,12 +32,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from torch import nn
 
 import hparams
-from anti_sample import AntiSampleParams, ForgetTargetWarning, unlearn
+from anti_sample import AntiSampleParams, ForgetTargetWarning, UnlearnRecord, unlearn
 from datasets import Split, get_dataset_spec, split_off_validation
 from errors import UserError, first_line
-from experiment import Experiment, RunConfig, make_generator
+from experiment import Experiment, RunConfig, RunData, load_run_data
+from seeding import make_generator
 from train_utils import NonFiniteLossError, evaluate
 
 VALIDATION_PERCENT = 10  # of each class's training samples, held out to score trials
@@ -117,22 +119,19 @@ def step(class_index: int, epoch: int, epochs: int, span: int = MAX_SEARCHED_UNL
     return class_index * span + math.ceil(epoch * span / epochs)
 
 
-class TuningExperiment(Experiment):
-    """An experiment whose 'test' data are the validation split held out of the training data; the
-    real test split is dropped when loaded. Its original model is trained on the rest, last epoch."""
-
-    def load_data(self) -> tuple[Split, Split]:
-        train, _ = super().load_data()  # the test split: never read
-        return split_off_validation(train, VALIDATION_PERCENT, make_generator(self.config.seed, "validation"))
-
-    def data_fingerprint(self) -> str:
-        return f"{super().data_fingerprint()}:less-{VALIDATION_PERCENT}%-validation"
+def tuning_data(config: RunConfig) -> RunData:
+    """The run's training data, less the validation split held out of it, and the validation split as
+    the 'test' split the experiment evaluates on; the real test split is dropped when loaded."""
+    train, _, key = load_run_data(config)  # the test split: never read
+    rest, validation = split_off_validation(train, VALIDATION_PERCENT, make_generator(config.seed, "validation"))
+    return RunData(rest, validation, f"{key}:less-{VALIDATION_PERCENT}%-validation")
 
 
 @dataclass
 class Tuner:
-    """The objective of a study: `tuner(trial)` unlearns each tuning class at the trial's values."""
-    experiment: TuningExperiment
+    """The objective of a study: `tuner(trial)` unlearns each tuning class at the trial's values. The
+    experiment's data are `tuning_data`; its original model trains on them (last epoch)."""
+    experiment: Experiment
     classes: list[int]
 
     def row(self, values: dict[str, Any]) -> hparams.RunHparams:
@@ -153,25 +152,25 @@ class Tuner:
         return max(MAX_SEARCHED_UNLEARN_EPOCHS, hparams.epoch_cap(MAX_SEARCHED_UNLEARN_EPOCHS, base.max_unlearn_epochs))
 
     def unlearn_class(self, forget_class: int, params: AntiSampleParams,
-                      after_epoch: Callable[[int, dict[str, float]], None]) -> dict[str, float]:
-        """Accuracies {"retain", "forget"} after unlearning `forget_class` from the tuning original;
-        `after_epoch(epoch, accuracies)` gets them after every epoch."""
-        e, forget = self.experiment, [forget_class]
-        inputs = e.unlearn_inputs(forget)
-        model = e.model_from(e.original_state)
-        # the validation split (e.test_data) and the class's training samples: retain accuracy is
-        # over validation samples only (the retain subset was trained on), forget accuracy over every
-        # sample of the class the tuner may see (the retrained model's is 0 on both)
-        scored = Split.join(e.test_data, e.train_data.of_classes(forget))
-
-        def measure() -> dict[str, float]:
-            return evaluate(model, scored, forget)
+                      after_epoch: Callable[[int, nn.Module], None] | None = None) -> tuple[nn.Module, UnlearnRecord]:
+        """A copy of the tuning original after unlearning `forget_class` at `params`, and its record;
+        `after_epoch(epoch, model)` is called after every epoch on retain data + anti-samples."""
+        e = self.experiment
+        inputs = e.unlearn_inputs([forget_class])
+        model = e.model_from(e.original.state)
         with warnings.catch_warnings():  # a trial that misses the forget target scores so; no warning
             warnings.simplefilter("ignore", ForgetTargetWarning)
-            unlearn(model, inputs.forget, inputs.retain, inputs.pool, params, generator=inputs.generator,
-                    noise_generator=inputs.device_generator, progress=False, speed=inputs.speed,
-                    after_epoch=lambda epoch: after_epoch(epoch, measure()))
-        return measure()
+            _, record = unlearn(model, inputs.forget, inputs.retain, inputs.pool, params, generator=inputs.generator,
+                                noise_generator=inputs.device_generator, progress=False, speed=inputs.speed,
+                                after_epoch=None if after_epoch is None else lambda epoch: after_epoch(epoch, model))
+        return model, record
+
+    def scored(self, forget_class: int) -> Split:
+        """What a trial is scored on: the validation split (the experiment's test data) and the forget
+        class's training samples. Retain accuracy is over validation samples only (the retain subset
+        was trained on), forget accuracy over every sample of the class the tuner may see (the
+        retrained model's is 0 on both)."""
+        return Split.join(self.experiment.test_data, self.experiment.train_data.of_classes([forget_class]))
 
     def __call__(self, trial: optuna.Trial) -> float:
         row = self.row(suggest(trial))
@@ -184,14 +183,18 @@ class Tuner:
             trial.report(value, at)
             reported.add(at)
         for index, forget_class in enumerate(self.classes):
-            def after_epoch(epoch: int, accuracies: dict[str, float]) -> None:
+            scored = self.scored(forget_class)
+
+            def after_epoch(epoch: int, model: nn.Module) -> None:
+                accuracies = evaluate(model, scored, [forget_class])
                 report(score(retain + [accuracies["retain"]], forget + [accuracies["forget"]]),
                        step(index, epoch, schedule, span))
             try:
-                accuracies = self.unlearn_class(forget_class, params, after_epoch)
+                model, _ = self.unlearn_class(forget_class, params, after_epoch)
             except NonFiniteLossError as error:
                 trial.set_user_attr("stopped", str(error))
                 raise optuna.TrialPruned() from None
+            accuracies = evaluate(model, scored, [forget_class])
             retain.append(accuracies["retain"])
             forget.append(accuracies["forget"])
             if step(index, schedule, schedule, span) not in reported:  # stopped at the forget target before the cap

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-import report
 from errors import UserError, check_regular_file
-from experiment import make_generator
+from seeding import make_generator
+from store import write_json
 
 PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
 DEFAULT_DRAWS = 3  # draws for any other K
@@ -68,7 +68,7 @@ def draw_forget_sets(k: int, draws: int | None, num_classes: int, seed: int, out
             attempt += 1
         sets.append(new)
     if saved is None or len(saved["draws"]) < draws:
-        report.write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
+        write_json(path, {"seed": seed, "num_forget_classes": k, "draws": sets})
     return sets
 
 

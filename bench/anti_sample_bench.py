@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from anti_sample import AntiSampleParams, make_anti_samples, make_anti_samples_reference  # noqa: E402
 from far_neighbours import farthest_retain_indices, farthest_retain_indices_reference  # noqa: E402
 from datasets import load_dataset  # noqa: E402
-from train_utils import synchronize  # noqa: E402
+from devices import Stopwatch, synchronize  # noqa: E402
 
 # The paper's ResNet18 / CIFAR-10 Unlearning-30 row: lambda 5, m 1, p 0.95, k 20, g 500.
 UNLEARNING_30 = AntiSampleParams.paper()
@@ -88,11 +88,9 @@ def median_seconds(call, device: torch.device, repeats: int, warm_up: bool = Tru
         call()
     times = []
     for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        output = call()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+        with Stopwatch(device) as clock:
+            output = call()
+        times.append(clock.seconds)
     return statistics.median(times), times, output
 
 

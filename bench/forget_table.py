@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from report import rows_of, unit_label  # noqa: E402
+from schema import rows_of, unit_label  # noqa: E402
 
 
 def line(name: str, summary: dict) -> str:

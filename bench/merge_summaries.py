@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from report import METRIC_NAMES, summarise  # noqa: E402
+from schema import METRIC_NAMES, summarise  # noqa: E402
 
 
 def main(out: str, *inputs: str) -> int:

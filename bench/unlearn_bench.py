@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import hparams  # noqa: E402
 from anti_sample import AntiSampleParams, anti_sample_set  # noqa: E402
 from datasets import Split, draw_retain_subset, load_dataset  # noqa: E402
-from experiment import derived_seed, make_generator  # noqa: E402
+from devices import Stopwatch  # noqa: E402
 from models import get_model  # noqa: E402
-from train_utils import Speed, TrainParams, evaluate, synchronize, train  # noqa: E402
+from seeding import derived_seed, make_generator  # noqa: E402
+from train_utils import Speed, TrainParams, evaluate, train  # noqa: E402
 
 MODEL = "ResNet18"
 SPEEDS = {  # --speeds names; all but "plain" need CUDA
@@ -70,11 +71,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def timed(call, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    call()
-    synchronize(device)
-    return time.perf_counter() - start
+    with Stopwatch(device) as clock:
+        call()
+    return clock.seconds
 
 
 def new_model(seed: int, device: torch.device, state: dict | None = None) -> torch.nn.Module:

@@ -18,7 +18,7 @@ os.environ["CUDA_VISIBLE_DEVICES"] = ""
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from report import METRICS  # noqa: E402  (needs ROOT on sys.path)
+from schema import METRICS  # noqa: E402  (needs ROOT on sys.path)
 
 CIFAR10_ARCHIVE = Path(os.environ.get("CIFAR10_ARCHIVE", ROOT.parent / "shared/data/cifar10-jpeg.tar.gz"))
 METRIC_NAMES = {m.name for m in METRICS}  # every row of summary.json has these

@@ -10,6 +10,7 @@ from torch import nn
 
 import anti_sample
 import report
+import schema
 from conftest import run_main
 
 PER_CLASS = 1000  # forget samples per class: accuracies are multiples of 0.1 %
@@ -158,7 +159,7 @@ def test_the_script_warns_at_the_cap_and_still_writes_the_row(tmp_path, capsys):
 
 
 HAND_MADE_ROWS = [  # forget test accuracy 0, 22 and 5: the worst is 22, the mean 9
-    {"forget_class": c, "method": m, **{name: None for name in report.METRIC_NAMES},
+    {"forget_class": c, "method": m, **{name: None for name in schema.METRIC_NAMES},
      "unlearned_forget_test_acc": forget, "unlearned_retain_test_acc": retain}
     for m, values in [("anti_sample", [(1, 0.0, 70.0), (6, 22.0, 60.0), (8, 5.0, 65.0)]),
                       ("finetune", [(1, 3.0, 71.0), (6, 4.0, 72.0), (8, 2.0, 73.0)])]
@@ -166,7 +167,7 @@ HAND_MADE_ROWS = [  # forget test accuracy 0, 22 and 5: the worst is 22, the mea
 
 
 def test_worst_columns_on_a_hand_made_summary():
-    summary = report.make_summary({"methods": ["anti_sample", "finetune"], "multi_class": False,
+    summary = schema.make_summary({"methods": ["anti_sample", "finetune"], "multi_class": False,
                                    "dataset": "cifar10", "model": "SmallCNN", "retain_percent": 30}, HAND_MADE_ROWS)
     assert summary["worst"]["unlearned_forget_test_acc"] == 22.0  # the highest forget accuracy
     assert summary["worst"]["unlearned_retain_test_acc"] == 60.0  # the lowest retain accuracy
@@ -175,7 +176,7 @@ def test_worst_columns_on_a_hand_made_summary():
     assert summary["worst"]["original_retain_test_acc"] is None  # no direction, no worst
 
     label, *cells = report.format_table(summary, "anti_sample").splitlines()[-1].split()
-    columns = [m.name for m in report.METRICS if m.header]
+    columns = [m.name for m in schema.METRICS if m.header]
     assert label == "worst" and cells[columns.index("unlearned_forget_test_acc")] == "22.00"
     assert cells[columns.index("unlearned_retain_test_acc")] == "60.00"
     assert cells[columns.index("original_forget_test_acc")] == "-"

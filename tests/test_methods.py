@@ -9,6 +9,7 @@ import torch
 
 import anti_sample
 import methods
+import schema
 import single_class_unlearning
 from cli import resolve_config
 from conftest import METRIC_NAMES, run_script
@@ -31,9 +32,9 @@ def experiment(tmp_path_factory):
 
 
 def test_mia_scores_the_retrained_model_near_100_and_the_original_lower(experiment):
-    retrained, _, _ = experiment.retrained_state([0])
-    gold = experiment.measure(experiment.model_from(retrained), [0])["mia"]
-    original = experiment.measure(experiment.model_from(experiment.original_state), [0])["mia"]
+    retrained = experiment.retrained([0])
+    gold = experiment.measure(experiment.model_from(retrained.state), [0])["mia"]
+    original = experiment.measure(experiment.model_from(experiment.original.state), [0])["mia"]
     print(f"\nMIA efficacy, forget class 0: retrained {gold:.1f}, original {original:.1f}")
     assert gold >= 95
     assert original <= gold - 40
@@ -42,7 +43,7 @@ def test_mia_scores_the_retrained_model_near_100_and_the_original_lower(experime
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_changes_the_trainable_weights(method, experiment):
     """Weights, not only BatchNorm's running statistics (which a forward pass in train mode moves)."""
-    model = experiment.model_from(experiment.original_state)
+    model = experiment.model_from(experiment.original.state)
     before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     METHODS[method](model, experiment.unlearn_inputs([3]))
     changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
@@ -54,7 +55,7 @@ def test_each_method_changes_the_trainable_weights(method, experiment):
 def test_each_method_trains_with_the_speed_options(method, experiment, monkeypatch):
     """Every optimiser over the model's weights is built as the speed options say (fused Adam here;
     on the CPU the CUDA-graph step runs its buffer logic without a graph)."""
-    model = experiment.model_from(experiment.original_state)
+    model = experiment.model_from(experiment.original.state)
     weights = {id(p) for p in model.parameters()}
     fused, adam = [], torch.optim.Adam
 
@@ -75,7 +76,7 @@ def batchnorm_buffers(model):
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_anti_sample_in_eval_mode_trains_weights_but_freezes_batchnorm_statistics(experiment, mode):
-    model = experiment.model_from(experiment.original_state)
+    model = experiment.model_from(experiment.original.state)
     weights, buffers = copy.deepcopy(dict(model.named_parameters())), batchnorm_buffers(model)
     assert buffers, "the default model has BatchNorm layers"
     inputs = experiment.unlearn_inputs([3])
@@ -98,7 +99,7 @@ def test_far_neighbours_come_from_all_retain_data_not_only_the_subset(experiment
     searched = []
     monkeypatch.setattr(anti_sample, "anti_sample_set", lambda forget, pool, *rest: searched.append(pool) or
                         forget.subset(torch.arange(1)))
-    METHODS["anti_sample"](experiment.model_from(experiment.original_state), inputs)
+    METHODS["anti_sample"](experiment.model_from(experiment.original.state), inputs)
     assert searched == [inputs.pool]
     far = farthest_retain_indices(inputs.forget.images.flatten(1), inputs.pool.images.flatten(1), 20).unique()
     key = torch.randn(inputs.pool.images[0].numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -117,7 +118,7 @@ def test_repair_epochs_train_on_the_retain_subset_alone_after_unlearning(experim
     monkeypatch.setattr(anti_sample, "train", spy)
     inputs = experiment.unlearn_inputs([3])
     repair = dataclasses.replace(inputs.anti_sample, repair_epochs=2, forget_target=None)  # fixed epochs
-    METHODS["anti_sample"](experiment.model_from(experiment.original_state),
+    METHODS["anti_sample"](experiment.model_from(experiment.original.state),
                            dataclasses.replace(inputs, anti_sample=repair))
     retain_classes = [c for c in range(10) if c != 3]
     assert phases == [("unlearning 3", list(range(10)), repair.epochs, repair.lr),
@@ -133,9 +134,9 @@ def test_ssd_trains_nothing(experiment, monkeypatch):
         raise AssertionError("ssd must not train")
     monkeypatch.setattr(methods, "train", no_training)
     monkeypatch.setattr(methods, "optimise", no_training)
-    model = experiment.model_from(experiment.original_state)
+    model = experiment.model_from(experiment.original.state)
     METHODS["ssd"](model, experiment.unlearn_inputs([3]))
-    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), experiment.original_state.values()))
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), experiment.original.state.values()))
 
 
 def test_random_labels_never_keep_the_true_class(experiment):
@@ -176,7 +177,7 @@ def test_a_plot_that_fails_is_skipped_after_the_summary_is_written(tmp_path, mon
            **{name: None for name in METRIC_NAMES}, "unlearned_retain_test_acc": 50.0}
     config = {"methods": ["anti_sample"], "multi_class": False, "dataset": "mnist5k", "model": "SmallCNN",
               "retain_percent": 30.0}
-    summary = report.make_summary(config, [row])
+    summary = schema.make_summary(config, [row])
     assert report.write_results(tmp_path, summary) == []
     assert (tmp_path / "forget_heatmap.png").exists()
 

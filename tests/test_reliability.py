@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, numbers, run_main, run_script, started
-from train_utils import save_checkpoint
+from store import save_checkpoint
 
 
 def wrong_archive(tmp):
@@ -272,7 +272,7 @@ def test_a_checkpoint_that_is_not_a_regular_file_is_refused_not_waited_on(tmp_pa
 def test_a_users_own_state_dict_is_taken(form, tmp_path):
     """torch.save(model.state_dict(), path), also with DDP's module. prefix: the same weights."""
     import models
-    from train_utils import load_checkpoint, load_weights
+    from store import load_checkpoint, load_weights
     trained = models.get_model("SmallCNN", num_classes=10, in_channels=1)
     state = trained.state_dict()
     torch.save({f"module.{k}": v for k, v in state.items()} if form.startswith("saved") else state, tmp_path / "m.pt")
@@ -295,7 +295,7 @@ def spoil_cached_model(path, case):
 def test_a_malformed_cached_model_is_reported_not_used(case, tmp_path, capsys):
     """Detection only: what follows (trained again, the same numbers) is the truncated-file test's path."""
     import models
-    from experiment import read_cached_model
+    from store import read_cached_model
     model = models.get_model("SmallCNN", num_classes=10, in_channels=1)
     save_checkpoint(tmp_path / "original.pt", model, {"train_seconds": 1.0, "best_epoch": 1},
                     extra={"best_state_dict": model.state_dict()})
@@ -329,7 +329,7 @@ def test_missing_mlxtend_is_a_one_line_error_naming_the_package(monkeypatch, cap
 
 def test_cuda_index_beyond_the_gpus_present_is_refused(monkeypatch):
     from errors import UserError
-    from train_utils import resolve_device
+    from devices import resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UserError, match="cuda:3 is not available here: this machine has 1 CUDA GPU"):
@@ -343,7 +343,7 @@ def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
     import torch.distributed as dist
 
     import cli
-    import experiment
+    import distributed
     import single_class_unlearning
     seen = {}
 
@@ -360,10 +360,10 @@ def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
     args = single_class_unlearning.get_args_parser().parse_args(
         ["--device", "cpu", "--dist-timeout-minutes", "90", "--out", str(tmp_path)])
     with pytest.raises(Stop):
-        experiment.run_units(cli.resolve_config(args, multi_class=False), [[0]])
+        distributed.run_units(cli.resolve_config(args, multi_class=False), [[0]])
     assert seen == {"backend": "gloo", "timeout": datetime.timedelta(minutes=90)}
     default = single_class_unlearning.get_args_parser().parse_args([])
-    assert default.dist_timeout_minutes == experiment.DIST_TIMEOUT_MINUTES >= 60
+    assert default.dist_timeout_minutes == distributed.DIST_TIMEOUT_MINUTES >= 60
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_torchrun_process_group_gets_the_timeout_flag(monkeypatch, tmp_path):
 
 
 def a_row(**metrics):
-    from report import METRIC_NAMES
+    from schema import METRIC_NAMES
     return {"method": "anti_sample", **{name: 1.0 for name in METRIC_NAMES}, "original_epoch": 3,
             "retrained_epoch": None, **metrics}
 
@@ -407,7 +407,7 @@ NOT_A_RESULT_FILE = {
 
 @pytest.mark.parametrize("case", NOT_A_RESULT_FILE)
 def test_a_result_file_that_is_not_as_written_is_computed_again(case, tmp_path):
-    from experiment import read_unit, write_unit
+    from store import read_unit, write_unit
     path = tmp_path / "anti_sample_forget_0.json"
     assert read_unit(path, "k", "anti_sample") is None  # missing
     write_unit(path, "k", a_row())
@@ -444,11 +444,11 @@ def test_non_finite_loss_while_training_the_original_model_is_one_line(tmp_path,
 def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     import errno
 
-    import train_utils
+    import store
 
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(train_utils.os, "fsync", no_space)
+    monkeypatch.setattr(store.os, "fsync", no_space)
     status, err = run_main("single_class_unlearning", ["--epochs", "1", "--out", str(tmp_path / "r"),
                                                        "--cache-dir", str(tmp_path / "c")], capsys)
     assert status == 1 and "no space left to write" in err and str(tmp_path / "c") in err

@@ -7,8 +7,9 @@ from torch import nn
 from datasets import Split
 from errors import UserError
 from models import get_model
-from train_utils import (SELECT_FRACTION, BestEpoch, NonFiniteLossError, Speed, TrainParams, batches, evaluate,
-                         load_checkpoint, load_weights, save_checkpoint, train)
+from metrics import SELECT_FRACTION, BestEpoch
+from store import load_checkpoint, load_weights, save_checkpoint
+from train_utils import NonFiniteLossError, Speed, TrainParams, batches, evaluate, train
 
 
 class ConstantModel(nn.Module):
