@@ -28,9 +28,9 @@ from datasets import Split, as_split
 from devices import Stopwatch, resolve_device
 from errors import UserError, first_line
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
-from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELD_CHECKS, FORGOTTEN_PERCENT, NO_GENERATED_DATA, NOTEBOOK_TABLE,
-                     POSITIVE, REPAIR_EPOCHS, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, epoch_cap,
-                     read_file, resolve)
+from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELDS, FORGOTTEN_PERCENT, NO_GENERATED_DATA, NOTEBOOK_TABLE, POSITIVE,
+                     REPAIR_EPOCHS, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, epoch_cap, read_file,
+                     resolve)
 from train_utils import Speed, TrainParams, accuracy, predict, train
 
 UNLEARN_MODES = ("eval", "train")  # the model's mode while it fine-tunes; eval is the authors'
@@ -53,7 +53,7 @@ class AntiSampleParams:
     local_variance: float = _PAPER_ROW.local_variance  # lambda: noise scale, in units of |F - N| + eps
     size_multiplier: int = _PAPER_ROW.size_multiplier  # m: rounds, each giving one candidate per forget sample
     p: float = _PAPER_ROW.p  # probability of keeping a perturbed feature (else the neighbour's feature)
-    tail_randomized: int | None = _PAPER_ROW.tail_randomized  # k: draw among the k farthest; None or 0: the farthest
+    tail_randomized: int = _PAPER_ROW.tail_randomized  # k: draw among the k farthest; 1 (or None or 0): the farthest
     no_generated_data: int = NO_GENERATED_DATA[30]  # g: anti-samples per forget class
     eps: float = EPS  # floor of the noise scale, in the data's (normalised) units
     convex_combination: bool = _PAPER_ROW.convex_combination  # False: the n_f * m candidates themselves
@@ -72,12 +72,8 @@ class AntiSampleParams:
     max_epochs: int | None = None
 
     def __post_init__(self):
-        check_fields(self, _OPTION_CHECKS, what="anti-sample option ")
+        check_fields(self, _OPTION_CHECKS, what="anti-sample option ", normalise=_NORMALISE)
         check_epoch_cap(self.forget_target, self.epochs, self.max_epochs, "epochs", "max_epochs")
-
-    @property
-    def num_far(self) -> int:
-        return self.tail_randomized or 1
 
     @property
     def epoch_cap(self) -> int:
@@ -88,11 +84,8 @@ class AntiSampleParams:
     def from_run(cls, h, **options: Any) -> AntiSampleParams:
         """The options of an entry-script run from its `hparams.RunHparams` (unlearning lr =
         unlearn_scale_lr x lr; repair at lr), plus `options`."""
-        row = cls(h.local_variance, h.size_multiplier, h.p, h.tail_randomized, h.no_generated_data, h.eps,
-                  h.convex_combination, h.unlearn_epochs, h.lr * h.unlearn_scale_lr, h.batch_size,
-                  repair_epochs=h.repair_epochs, repair_lr=h.lr, forget_target=h.forget_target,
-                  max_epochs=h.max_unlearn_epochs)
-        return dataclasses.replace(row, **options)
+        same = {field.api: getattr(h, field.name) for field in FIELDS if field.api}
+        return cls(**{**same, "lr": h.lr * h.unlearn_scale_lr, "repair_lr": h.lr, **options})
 
     @classmethod
     def paper(cls, model: str = _PAPER_RUN[0], dataset: str = _PAPER_RUN[1], retain_percent: float = _PAPER_RUN[2],
@@ -111,16 +104,11 @@ class AntiSampleParams:
         return cls.from_run(dataclasses.replace(resolve(*_PAPER_RUN), **read_file(path)), **options)
 
 
-# The ranges of hparams.FIELD_CHECKS (one table), under this class's names, and its own options.
-_OPTION_CHECKS = {
-    **{name: FIELD_CHECKS[name] for name in ("local_variance", "size_multiplier", "p", "tail_randomized",
-                                             "no_generated_data", "eps", "convex_combination", "lr", "batch_size",
-                                             "repair_epochs")},
-    "epochs": FIELD_CHECKS["unlearn_epochs"],
-    "unlearn_mode": Check("str", lambda v: v in UNLEARN_MODES, f"one of {', '.join(UNLEARN_MODES)}"),
-    "repair_lr": POSITIVE,
-    "forget_target": FIELD_CHECKS["forget_target"], "max_epochs": FIELD_CHECKS["max_unlearn_epochs"],
-}
+# The checks of hparams.FIELDS (one table) under this class's names, and of its own options: the
+# unlearning and repair learning rates (a run's are unlearn_scale_lr x lr and lr) and the mode.
+_OPTION_CHECKS = {**{field.api: field.check for field in FIELDS if field.api}, "lr": POSITIVE, "repair_lr": POSITIVE,
+                  "unlearn_mode": Check("str", lambda v: v in UNLEARN_MODES, f"one of {', '.join(UNLEARN_MODES)}")}
+_NORMALISE = {field.api: field.normalise for field in FIELDS if field.api and field.normalise}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,7 +124,7 @@ def make_anti_samples(forget: torch.Tensor, retain: torch.Tensor, params: AntiSa
     shape, device = forget.shape[1:], forget.device
     f = forget.flatten(1)
     r = retain.flatten(1)
-    far = farthest_retain_indices(f, r, params.num_far, chunk_elements)  # (n_f, k)
+    far = farthest_retain_indices(f, r, params.tail_randomized, chunk_elements)  # (n_f, k)
     m, n_f = params.size_multiplier, len(f)
     t = torch.randint(0, far.shape[1], (m, n_f), generator=generator, device=device)
     neighbours = r[far.gather(1, t.T).T]  # (m, n_f, d): the t-th farthest of each forget row
@@ -156,7 +144,7 @@ def make_anti_samples_reference(forget: torch.Tensor, retain: torch.Tensor, para
     different random stream."""
     shape, device = forget.shape[1:], forget.device
     f, r = forget.flatten(1), retain.flatten(1)
-    far = farthest_retain_indices_reference(f, r, min(params.num_far, len(r)))  # step 1
+    far = farthest_retain_indices_reference(f, r, min(params.tail_randomized, len(r)))  # step 1
     candidates = []
     for _ in range(params.size_multiplier):  # step 2
         t = torch.randint(0, far.shape[1], (len(f),), generator=generator, device=device)

@@ -100,7 +100,9 @@ PAPER_MULTI_CLASS = {"unlearn_epochs": UNLEARN_EPOCHS_MULTI, "unlearn_scale_lr":
 
 @dataclass(frozen=True)
 class RunHparams:
-    epochs: int  # original and retrained models
+    """A run's hyperparameters. `FIELDS` below declares each one: its meaning and unit, range, flag,
+    name in the API and search range."""
+    epochs: int
     lr: float
     batch_size: int
     unlearn_epochs: int
@@ -108,19 +110,18 @@ class RunHparams:
     local_variance: float
     size_multiplier: int
     p: float
-    tail_randomized: int | None
+    tail_randomized: int  # 1: the farthest (None and 0, as the authors write it, are read as 1)
     no_generated_data: int
     eps: float
     convex_combination: bool
-    # ours: None, the paper's fixed unlearn_epochs; a percentage, unlearn on (at least
-    # unlearn_epochs, at most max_unlearn_epochs; None: `epoch_cap`) until every forget class is at most this
-    forget_target: float | None = None
-    max_unlearn_epochs: int | None = None
-    repair_epochs: int = 0  # ours: then this many epochs on the retain subset alone, at lr (0: the paper's)
+    forget_target: float | None = None  # None: the paper's fixed unlearn_epochs
+    max_unlearn_epochs: int | None = None  # None: `epoch_cap`
+    repair_epochs: int = 0  # 0: the paper's protocol
 
     def __post_init__(self):
         """Types and ranges, so a row read from a file (`read_file`) is as safe as one from flags."""
-        check_fields(self, FIELD_CHECKS)
+        check_fields(self, {f.name: f.check for f in FIELDS},
+                     normalise={f.name: f.normalise for f in FIELDS if f.normalise})
         check_epoch_cap(self.forget_target, self.unlearn_epochs, self.max_unlearn_epochs,
                         "unlearn_epochs", "max_unlearn_epochs")
 
@@ -140,8 +141,7 @@ def check_epoch_cap(target: float | None, epochs: int, cap: int | None, epochs_n
 
 @dataclass(frozen=True)
 class Check:
-    """A field's type and range, and the words an error uses for them. The one table of ranges:
-    `RunHparams` and `anti_sample.AntiSampleParams` both check themselves with these."""
+    """A value's type and range, and the words an error uses for them."""
     kind: str  # "int", "float" (finite; whole numbers too), "bool", "str", or "int|None", "float|None"
     valid: Callable[[Any], bool]
     expected: str
@@ -164,42 +164,102 @@ def _is_kind(value: Any, kind: str) -> bool:
 
 
 AT_LEAST_ONE = Check("int", lambda v: v >= 1, "a whole number >= 1")
+NON_NEGATIVE_INT = Check("int", lambda v: v >= 0, "a whole number >= 0")
 POSITIVE = Check("float", lambda v: v > 0, "a finite number > 0")
 NON_NEGATIVE = Check("float", lambda v: v >= 0, "a finite number >= 0")
-
-FIELD_CHECKS: dict[str, Check] = {  # RunHparams' fields
-    "epochs": AT_LEAST_ONE, "lr": POSITIVE, "batch_size": AT_LEAST_ONE, "unlearn_epochs": AT_LEAST_ONE,
-    "unlearn_scale_lr": POSITIVE, "local_variance": NON_NEGATIVE, "size_multiplier": AT_LEAST_ONE,
-    "p": Check("float", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "tail_randomized": Check("int|None", lambda v: v is None or v >= 0,
-                             "null or 0 (both: the farthest) or a whole number >= 1"),
-    "no_generated_data": AT_LEAST_ONE, "eps": NON_NEGATIVE,
-    "convex_combination": Check("bool", lambda v: True, "true or false"),
-    "forget_target": Check("float|None", lambda v: v is None or 0 <= v < 100,
-                           "null (the fixed unlearn_epochs) or a percentage in [0, 100)"),
-    "max_unlearn_epochs": Check("int|None", lambda v: v is None or v >= 1,
-                                f"null (max({MAX_UNLEARN_EPOCHS}, unlearn_epochs)) or a whole number >= 1"),
-    "repair_epochs": Check("int", lambda v: v >= 0, "a whole number >= 0"),
-}
+PROBABILITY = Check("float", lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+BOOL = Check("bool", lambda v: True, "true or false")
+MAX_SEARCHED_UNLEARN_EPOCHS = 20  # the tuner's unlearn_epochs range ends here (with a forget target: the least)
 
 
-def check_fields(obj: Any, checks: dict[str, Check], what: str = "") -> None:
-    """UserError naming the first of `obj`'s fields (`checks`' keys) whose value `checks` refuses."""
+def _farthest(value: Any) -> Any:
+    """k = None or 0 (the authors' "no tail"), written as 1: all three draw the farthest neighbour."""
+    return 1 if value is None or (value == 0 and not isinstance(value, bool)) else value
+
+
+@dataclass(frozen=True)
+class Field:
+    """One hyperparameter of a run, declared once: its check, flag and help, its name in the API
+    (`anti_sample.AntiSampleParams`) and the tuner's search range are all read from here."""
+    name: str  # the RunHparams field and --hparams file key; its flag is --name-with-dashes unless `flag`
+    check: Check
+    meaning: str  # what it is, with its unit (the flag's help)
+    group: str  # "training" (original and retrained models), "method" (the paper's row), "ours"
+    api: str | None = None  # the AntiSampleParams field it sets under the same meaning (None: none)
+    search: tuple | None = None  # the tuner's range: (low, high, log scale) of a number, () for a bool
+    flag: str | None = None
+    aliases: tuple[str, ...] = ()  # older flag names, still accepted
+    normalise: Callable[[Any], Any] | None = None  # the one spelling of values that mean the same (it may take None)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag or "--" + self.name.replace("_", "-"), *self.aliases)
+
+    @property
+    def takes_none(self) -> bool:
+        """Whether the flag takes the word none (null in a file)."""
+        return self.check.kind.endswith("|None") or self.normalise is not None
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("epochs", AT_LEAST_ONE, "epochs of the original and retrained models", "training"),
+    Field("lr", POSITIVE, "Adam learning rate of the original and retrained models, and of the repair epochs",
+          "training"),
+    Field("batch_size", AT_LEAST_ONE, "samples per minibatch, in every phase", "training", api="batch_size"),
+    # the paper's row; the tuner suggests in this order
+    Field("unlearn_epochs", AT_LEAST_ONE, "epochs on retain subset + anti-samples (with a forget target: the "
+          "least)", "method", api="epochs", search=(1, MAX_SEARCHED_UNLEARN_EPOCHS, False)),
+    Field("unlearn_scale_lr", POSITIVE, "the unlearning learning rate, in units of --lr", "method",
+          search=(0.3, 30.0, True)),
+    Field("local_variance", NON_NEGATIVE, "lambda: the noise scale, in units of |F - N| + eps", "method",
+          api="local_variance", search=(0.1, 30.0, True)),
+    Field("size_multiplier", AT_LEAST_ONE, "m: candidate rounds, one candidate per forget sample each", "method",
+          api="size_multiplier", search=(1, 4, False)),
+    Field("p", PROBABILITY, "probability of keeping a perturbed feature (else the neighbour's)", "method",
+          api="p", search=(0.5, 1.0, False)),
+    Field("tail_randomized", Check("int", lambda v: v >= 1, "a whole number >= 1 (1, 0 or null: the farthest)"),
+          "k: each forget sample's far neighbour is drawn among its k farthest retain samples", "method",
+          api="tail_randomized", search=(1, 64, True), normalise=_farthest),
+    Field("convex_combination", BOOL, "mix the n_f x m candidates into g anti-samples with softmax weights",
+          "method", api="convex_combination", search=()),
+    Field("no_generated_data", AT_LEAST_ONE, "g: anti-samples per forget class (with the convex combination)",
+          "method", api="no_generated_data", search=(50, 3000, True), flag="--anti-samples-per-class",
+          aliases=("--no-generated-data",)),
+    Field("eps", NON_NEGATIVE, "floor of the noise scale, in normalised pixel units", "method", api="eps"),
+    # ours, not the paper's (README "Deviations")
+    Field("forget_target", Check("float|None", lambda v: v is None or 0 <= v < 100,
+                                 "a percentage in [0, 100), or null: the fixed unlearning epochs (the paper's)"),
+          f"ours: after --unlearn-epochs, go on unlearning until the accuracy on every forget class's training "
+          f"samples is at most this percentage (e.g. {FORGOTTEN_PERCENT:g}), or --max-unlearn-epochs in all",
+          "ours", api="forget_target"),
+    Field("max_unlearn_epochs", Check("int|None", lambda v: v is None or v >= 1, f"a whole number >= 1, or null: "
+                                      f"max({MAX_UNLEARN_EPOCHS}, the fixed unlearning epochs)"),
+          "the forget target's cap, every unlearning epoch counted; a class still above the target then is a "
+          "warning", "ours", api="max_epochs"),
+    Field("repair_epochs", NON_NEGATIVE_INT, "ours: after unlearning, epochs on the retain subset alone at --lr",
+          "ours", api="repair_epochs"),
+)
+FIELD_BY_NAME = {field.name: field for field in FIELDS}
+
+
+def check_fields(obj: Any, checks: dict[str, Check], what: str = "",
+                 normalise: dict[str, Callable[[Any], Any]] | None = None) -> None:
+    """Write each of `obj`'s fields in `normalise` in its one spelling (a frozen dataclass too), then
+    raise a UserError naming the first field (`checks`' keys) whose value `checks` refuses."""
+    for name, spell in (normalise or {}).items():
+        object.__setattr__(obj, name, spell(getattr(obj, name)))
     for name, check in checks.items():
         value = getattr(obj, name)
         if not check.accepts(value):
             raise UserError(f"{what}{name}={value!r}: expected {check.expected}")
 
 
-def _as_a_flag_takes_it(name: str, value: Any) -> Any:
-    """A file's value read as its flag reads it: 5.0 is a whole number, and a tail_randomized of 0
-    means the farthest (None)."""
-    kind = FIELD_CHECKS[name].kind
-    if kind.startswith("int") and isinstance(value, float) and value.is_integer():
+def as_a_flag_reads(field: Field, value: Any) -> Any:
+    """A file's value as the field's flag reads it: a whole number may be written 5.0, and values
+    that mean the same are written one way (`Field.normalise`)."""
+    if field.check.kind.startswith("int") and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if name == "tail_randomized" and value == 0 and not isinstance(value, bool):
-        value = None
-    return value
+    return field.normalise(value) if field.normalise else value
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
@@ -219,7 +279,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise UserError(f"hyperparameter file {path}: unknown key {unknown[0]!r}; known: {', '.join(known)}")
-    data = {name: _as_a_flag_takes_it(name, value) for name, value in data.items()}
+    data = {name: as_a_flag_reads(FIELD_BY_NAME[name], value) for name, value in data.items()}
     try:
         dataclasses.replace(resolve("ResNet18", "cifar10", 30), **data)  # checks types and ranges
     except UserError as error:

@@ -9,6 +9,7 @@ minutes on a laptop CPU); `--dataset cifar10 --model ResNet18` is the paper's ex
 import sys
 
 import cli
+import flags
 import units
 from datasets import DatasetSpec
 
@@ -19,16 +20,16 @@ retain_data_percent = 30
 
 
 def get_args_parser():
-    parser = cli.get_args_parser(dataset_name, model_name, retain_data_percent,
-                                 description=__doc__, multi_class=False)
-    parser.add_argument("--classes", type=cli.parse_classes, default=None,
-                        help="forget classes, one run each, e.g. 0,3 (default: all)")
+    parser = flags.get_args_parser(dataset_name, model_name, retain_data_percent,
+                                   description=__doc__, multi_class=False)
+    flags.add_forget_classes_flag(parser.add_argument_group("forget classes"),
+                                  "the classes to forget, one run each, e.g. 0,3 (default: all)")
     return parser
 
 
 def forget_sets(args, spec: DatasetSpec) -> list[list[int]]:
-    classes = args.classes if args.classes is not None else list(range(spec.num_classes))
-    return [[c] for c in units.check_classes(classes, spec.num_classes)]
+    classes = args.forget_classes if args.forget_classes is not None else list(range(spec.num_classes))
+    return [[c] for c in units.check_classes(classes, spec.num_classes, "--forget-classes")]
 
 
 if __name__ == "__main__":

@@ -17,16 +17,15 @@ import optuna
 from tqdm.auto import tqdm
 
 import cli
+import flags
 import hparams
 import tuning
 import units
-from devices import Stopwatch, resolve_device
+from datasets import get_dataset_spec
+from devices import Stopwatch
 from distributed import DIST_TIMEOUT_MINUTES
-from errors import UserError
 from experiment import Experiment, RunConfig
-from models import resolve_pretrained
 from store import fingerprint, write_json, write_text
-from train_utils import NonFiniteLossError
 
 dataset_name = "mnist5k"
 model_name = "SmallCNN"
@@ -35,51 +34,49 @@ DEFAULT_TRIALS = 100
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.OneLineErrorParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = flags.OneLineErrorParser(description=__doc__)
     run = parser.add_argument_group("run")
-    cli.add_data_flags(run, dataset_name, model_name, retain_data_percent)
-    run.add_argument("--out", default=None, help="results folder (default results/<dataset>/<model>/tuning_<percent>)")
-    run.add_argument("--classes", type=cli.parse_classes, default=None,
-                     help=f"forget classes each trial unlearns, e.g. 0,3 (default: "
-                          f"{tuning.DEFAULT_TUNING_CLASSES} spread over the labels)")
+    flags.add_data_flags(run, dataset_name, model_name, retain_data_percent)
+    run.add_argument("--out", default=None, help="results folder (default: results/<dataset>/<model>/tuning_<percent>)")
+    flags.add_forget_classes_flag(run, f"the classes each trial forgets, e.g. 0,3 (default: "
+                                       f"{tuning.DEFAULT_TUNING_CLASSES} spread over the labels)")
     study = parser.add_argument_group("study")
-    study.add_argument("--trials", type=cli.positive_int, default=DEFAULT_TRIALS,
+    study.add_argument("--trials", type=flags.checked(flags.AT_LEAST_ONE), default=DEFAULT_TRIALS,
                        help="finished (completed or pruned) trials the study should hold, counting earlier runs "
                             "and other processes; a rerun adds only the missing ones")
-    study.add_argument("--timeout", type=cli.positive_float, default=None, metavar="SECONDS",
-                       help="start no new trial after this many seconds of this process")
+    study.add_argument("--timeout", type=flags.checked(flags.POSITIVE), default=None, metavar="SECONDS",
+                       help="start no new trial after this many seconds of this process (default: no limit)")
     study.add_argument("--storage", default=None, metavar="URL",
                        help="Optuna storage URL, e.g. sqlite:///study.db or postgresql://host/db "
-                            "(default sqlite:///<out>/study.db)")
-    study.add_argument("--study-name", default=None, help="(default <dataset>-<model>-<percent>)")
-    cli.add_protocol_flags(parser)
-    cli.add_speed_flags(parser)
+                            "(default: sqlite:///<out>/study.db)")
+    study.add_argument("--study-name", default=None, help="the study's name (default: <dataset>-<model>-<percent>)")
+    flags.add_protocol_flags(parser)
+    flags.add_speed_flags(parser)
+    where = flags.default_row_note(dataset_name, model_name, retain_data_percent)
+    default_row = start_row(dataset_name, model_name, retain_data_percent)
     training = parser.add_argument_group("the tuning original model", "default: the model's row in hparams.py")
-    cli.add_training_flags(training)
+    flags.add_hparam_flags(training, ("training",), default_row, where)
     ours = parser.add_argument_group("unlearn until forgotten, and repair", "every trial runs with these (not "
                                                                           "searched), and best_hparams.json keeps them")
-    cli.add_our_unlearning_flags(ours)
+    flags.add_hparam_flags(ours, ("ours",), default_row, where)
     return parser
+
+
+def start_row(dataset: str, model: str, retain_percent: float) -> hparams.RunHparams:
+    """The first trial's hyperparameters (`tuning.start_row`), with the model's own training row."""
+    training = hparams.resolve(model, get_dataset_spec(dataset).hparams_as, retain_percent)
+    return replace(tuning.start_row(model, dataset, retain_percent), epochs=training.epochs, lr=training.lr,
+                   batch_size=training.batch_size)
 
 
 def resolve(args: argparse.Namespace) -> tuple[RunConfig, list[int]]:
     """The tuning run's config (the start row as its hyperparameters) and tuning classes."""
     spec = cli.check_dataset(args)
-    pretrained = resolve_pretrained(args.model, args.pretrained)
-    training = hparams.resolve(args.model, spec.hparams_as, args.retain_percent)
-    start = tuning.start_row(args.model, args.dataset, args.retain_percent)
-    row = cli.with_flags(replace(start, epochs=training.epochs, lr=training.lr, batch_size=training.batch_size), args)
-    device = resolve_device(args.device)
-    classes = units.check_classes(args.classes if args.classes is not None
-                                  else tuning.default_classes(spec.num_classes), spec.num_classes)
-    out = args.out or f"results/{args.dataset}/{args.model}/tuning_{args.retain_percent:g}"
-    config = RunConfig(
-        dataset=args.dataset, model=args.model, retain_percent=float(args.retain_percent), multi_class=False,
-        data_root=args.data_root, max_per_class=args.max_per_class, device=str(device), seed=args.seed, out=out,
-        cache_dir=args.cache_dir, checkpoint=None, retrain=False, pretrained=pretrained, progress=args.progress,
-        dist_timeout_minutes=DIST_TIMEOUT_MINUTES, mia=False, methods=["anti_sample"],
-        hparams=row, unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool, select="last",
-        speed=cli.resolve_speed(args, device))
+    config = cli.resolve_config(args, kind="tuning", row=start_row(args.dataset, args.model, args.retain_percent),
+                                checkpoint=None, retrain=False, mia=False, methods=["anti_sample"], select="last",
+                                dist_timeout_minutes=DIST_TIMEOUT_MINUTES)
+    classes = units.check_classes(args.forget_classes if args.forget_classes is not None
+                                  else tuning.default_classes(spec.num_classes), spec.num_classes, "--forget-classes")
     return config, classes
 
 
@@ -98,11 +95,14 @@ def main(argv: list[str]) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING if args.progress else optuna.logging.INFO)
-    try:
+
+    def work() -> int:
         config, classes = resolve(args)
+        if args.print_config:
+            cli.print_config(config, tuning_classes=classes)
+            return 0
+        cli.prepare_folders(config)
         out = Path(config.out)
-        cli.check_writable_folder(out, "--out")
-        cli.check_writable_folder(Path(config.cache_dir), "--cache-dir")
         storage = tuning.open_storage(args.storage or f"sqlite:///{out / 'study.db'}")
         experiment = Experiment(config, tuning.tuning_data(config))
         _ = experiment.original  # trained (or read from the cache) before the first trial
@@ -131,24 +131,19 @@ def main(argv: list[str]) -> int:
         write_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
         for notice in tuning.write_plots(study, out):
             print(f"note: {notice}", file=sys.stderr)
-    except (UserError, NonFiniteLossError, OSError, KeyboardInterrupt) as error:
-        status = cli.report_failure(parser.prog, error, "finished trials are in the study, so the same command "
-                                                        "continues it")
-        if status is None:
-            raise
-        return status
-    counts = summary["trials"]
-    print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, tuned on classes {classes} "
-          f"({counts['complete']} complete, {counts['pruned']} pruned trials in study {name!r}):")
-    print(f"  start (the paper's row): {describe(summary['start'])}")
-    print(f"  best:                    {describe(summary['best'])}")
-    if best is None:
-        print("no trial completed; run more trials (--trials, --timeout)")
-        return 1
-    print(f"wrote best_hparams.json, tuning.json, trials.csv and plots in {out}; use them with "
-          f"./single_class_unlearning.py --dataset {config.dataset} --model {config.model} "
-          f"--hparams {out / 'best_hparams.json'}")
-    return 0
+        counts = summary["trials"]
+        print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, tuned on classes {classes} "
+              f"({counts['complete']} complete, {counts['pruned']} pruned trials in study {name!r}):")
+        print(f"  start (the paper's row): {describe(summary['start'])}")
+        print(f"  best:                    {describe(summary['best'])}")
+        if best is None:
+            print("no trial completed; run more trials (--trials, --timeout)")
+            return 1
+        print(f"wrote best_hparams.json, tuning.json, trials.csv and plots in {out}; use them with "
+              f"./single_class_unlearning.py --dataset {config.dataset} --model {config.model} "
+              f"--hparams {out / 'best_hparams.json'}")
+        return 0
+    return cli.guarded(parser.prog, "finished trials are in the study, so the same command continues it", work)
 
 
 if __name__ == "__main__":

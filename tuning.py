@@ -50,20 +50,13 @@ FORGET_TOLERANCE_PERCENT = hparams.FORGOTTEN_PERCENT
 DEFAULT_TUNING_CLASSES = 3  # forget classes each trial unlearns, spread over the labels
 HEARTBEAT_SECONDS = 10  # a trial whose process stops beating for 2x this is failed and retried
 PRUNER_STARTUP_TRIALS = 5  # trials that run to the end before the pruner compares
-MAX_SEARCHED_UNLEARN_EPOCHS = 20  # unlearn_epochs' search range ends here (with a forget target: the minimum)
+MAX_SEARCHED_UNLEARN_EPOCHS = hparams.MAX_SEARCHED_UNLEARN_EPOCHS
 
-# The searched fields of hparams.RunHparams: (kind, low, high, log scale). Each range holds every
-# row of the paper's tables; no_generated_data only matters with the convex combination.
-SEARCH_SPACE: dict[str, tuple] = {
-    "unlearn_epochs": ("int", 1, MAX_SEARCHED_UNLEARN_EPOCHS, False),
-    "unlearn_scale_lr": ("float", 0.3, 30.0, True),
-    "local_variance": ("float", 0.1, 30.0, True),
-    "size_multiplier": ("int", 1, 4, False),
-    "p": ("float", 0.5, 1.0, False),
-    "tail_randomized": ("int", 1, 64, True),
-    "convex_combination": ("bool",),
-    "no_generated_data": ("int", 50, 3000, True),
-}
+# The searched fields of hparams.RunHparams (their `search` in hparams.FIELDS): (kind, low, high, log
+# scale). Each range holds every row of the paper's tables; no_generated_data only matters with the
+# convex combination.
+SEARCH_SPACE: dict[str, tuple] = {field.name: (field.check.kind, *field.search)
+                                  for field in hparams.FIELDS if field.search is not None}
 
 
 def default_classes(num_classes: int, count: int = DEFAULT_TUNING_CLASSES) -> list[int]:
@@ -82,7 +75,6 @@ def start_row(model: str, dataset: str, retain_percent: float) -> hparams.RunHpa
 def searched(row: hparams.RunHparams) -> dict[str, Any]:
     """The searched fields of `row`, as Optuna parameters (g only with the convex combination)."""
     values = {name: getattr(row, name) for name in SEARCH_SPACE}
-    values["tail_randomized"] = row.tail_randomized or 1  # None and 1 both mean the farthest
     if not row.convex_combination:
         del values["no_generated_data"]
     return values

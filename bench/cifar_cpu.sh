@@ -12,7 +12,7 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 ARCHIVE="${ARCHIVE:-../shared/data/cifar10-jpeg.tar.gz}"
 mkdir -p "$OUT"
 RUN=("$PYTHON" single_class_unlearning.py --dataset cifar10 --data-root "$ARCHIVE" --model ResNet18 --no-pretrained
-     --max-per-class 1000 --epochs 10 --classes 3,8 --device cpu --no-progress --cache-dir "$OUT/checkpoints")
+     --max-per-class 1000 --epochs 10 --forget-classes 3,8 --device cpu --no-progress --cache-dir "$OUT/checkpoints")
 status=0
 VARIANTS=("defaults" "--unlearn-mode train" "--neighbour-pool subset" "--select last")
 (( $# )) && VARIANTS=("$@")

@@ -25,10 +25,10 @@ COMMON=(--dataset cifar10 --data-root "$ARCHIVE" --model SmallCNN --epochs 15 --
         --cache-dir "$OUT/checkpoints" ${EXTRA_FLAGS:-})
 RUNS=(--select best-test --no-mia)  # the unlearning scripts' (the tuner keeps its last epoch and has no MIA)
 PAPER_ROW=(--unlearn-scale-lr 2.2 --local-variance 5 --size-multiplier 1 --p 0.95 --tail-randomized 20
-           --no-generated-data 500 --convex-combination --unlearn-epochs 5 --forget-target none --repair-epochs 0)
+           --anti-samples-per-class 500 --convex-combination --unlearn-epochs 5 --forget-target none --repair-epochs 0)
 MULTI_ROW=(--unlearn-epochs 2 --unlearn-scale-lr 1 --local-variance 5 --size-multiplier 1 --p 0.95
-           --tail-randomized 30 --no-generated-data 500 --convex-combination --forget-target none --repair-epochs 0)
-SINGLE=("$PYTHON" single_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --classes "$CLASSES")
+           --tail-randomized 30 --anti-samples-per-class 500 --convex-combination --forget-target none --repair-epochs 0)
+SINGLE=("$PYTHON" single_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --forget-classes "$CLASSES")
 MULTI=("$PYTHON" multi_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --num-forget-classes 2 --draws 2 "${MULTI_ROW[@]}")
 status=0
 KNOWN=(paper target target_repair g1500 tuned tuned_target tuned_with_target multi_paper multi_target)
@@ -48,7 +48,7 @@ for variant in "${VARIANTS[@]}"; do
         paper) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}") ;;
         target) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5) ;;  # the last flag wins
         target_repair) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5 --repair-epochs 1) ;;
-        g1500) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --no-generated-data 1500) ;;
+        g1500) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --anti-samples-per-class 1500) ;;
         tuned_target) cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target 0.5 --repair-epochs 0) ;;
         tuned)
             tune "$OUT/tuning"

@@ -39,7 +39,7 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
         WORK="$(mktemp -d)"
         trap 'rm -rf "$WORK"' EXIT
     fi
-    SIZE=(--device cpu --no-mia --max-per-class 20 --epochs 2 --no-generated-data 20 --unlearn-epochs 2)
+    SIZE=(--device cpu --no-mia --max-per-class 20 --epochs 2 --anti-samples-per-class 20 --unlearn-epochs 2)
     TARGET=(--forget-target 0.5 --max-unlearn-epochs 3)
     REST=0
     SLOWER=4  # the time limits are the GPU's; the CPU's tiny steps still load the real archive
@@ -59,9 +59,9 @@ status=0
 setting() {
     local name=$1 first=$2 rest=$3; shift 3
     echo "== $name: $* ($(date -u +%H:%M:%S))" | tee -a "$OUT/paper.log"
-    timeout -k 10 $((first * SLOWER)) "${RUN[@]}" "$@" --classes "$RETRAINED" --out "$WORK/$name/retrained" 2>&1 \
+    timeout -k 10 $((first * SLOWER)) "${RUN[@]}" "$@" --forget-classes "$RETRAINED" --out "$WORK/$name/retrained" 2>&1 \
         | tee -a "$OUT/paper.log" || status=1
-    timeout -k 10 $((rest * SLOWER)) "${RUN[@]}" "$@" --classes "$REST" --no-retrain --out "$WORK/$name/rest" 2>&1 \
+    timeout -k 10 $((rest * SLOWER)) "${RUN[@]}" "$@" --forget-classes "$REST" --no-retrain --out "$WORK/$name/rest" 2>&1 \
         | tee -a "$OUT/paper.log" || status=1
     cp "$WORK/$name/retrained/summary.json" "$OUT/summary_${name}_retrained.json" 2>/dev/null || status=1
     cp "$WORK/$name/rest/summary.json" "$OUT/summary_${name}_rest.json" 2>/dev/null || status=1

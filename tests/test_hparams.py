@@ -80,8 +80,9 @@ def test_conda_environment_lists_the_same_dependencies_as_requirements():
 
 @pytest.mark.parametrize("written,read", [
     ({"unlearn_epochs": 4.0, "size_multiplier": 2}, {"unlearn_epochs": 4, "size_multiplier": 2}),
-    ({"tail_randomized": 0}, {"tail_randomized": None}),  # as --tail-randomized 0: the farthest
-    ({"tail_randomized": 0.0, "local_variance": 0}, {"tail_randomized": None, "local_variance": 0}),
+    ({"tail_randomized": 0}, {"tail_randomized": 1}),  # as --tail-randomized 0: the farthest, written 1
+    ({"tail_randomized": None}, {"tail_randomized": 1}),
+    ({"tail_randomized": 0.0, "local_variance": 0}, {"tail_randomized": 1, "local_variance": 0}),
     ({"convex_combination": False, "p": 1}, {"convex_combination": False, "p": 1}),
     ({"forget_target": 0.5, "max_unlearn_epochs": 40.0}, {"forget_target": 0.5, "max_unlearn_epochs": 40}),
     ({"forget_target": None}, {"forget_target": None}),  # null: the paper's fixed epochs

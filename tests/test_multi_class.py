@@ -74,7 +74,7 @@ def test_k_out_of_range_is_refused(k, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--num-forget-classes", "10"], "--num-forget-classes 10 is out of range"),
-    (["--num-forget-classes", "0"], "expected a number >= 1"),
+    (["--num-forget-classes", "0"], "expected a whole number >= 1, got '0'"),
     (["--forget-classes", "1,10"], "class 10 is out of range"),
     (["--forget-classes", "4,4"], "class 4 is given more than once"),
     (["--forget-classes", "0,1,2,3,4,5,6,7,8,9"], "leaves none to retain"),

@@ -58,19 +58,20 @@ BAD_INPUTS = [
     (["--model", "VGG16"], "unknown model 'VGG16'; known: AllCNN"),
     (["--methods", "anti_sample,magic"], "unknown method 'magic'; known: anti_sample"),
     (["--methods", "retrain"], "unknown method 'retrain'"),  # the retrained model is in every row instead
-    (["--retain-percent", "0"], "expected a percentage in (0, 100], got 0"),
-    (["--retain-percent", "150"], "expected a percentage in (0, 100], got 150"),
+    (["--retain-percent", "0"], "expected a percentage in (0, 100], got '0'"),
+    (["--retain-percent", "150"], "expected a percentage in (0, 100], got '150'"),
     (["--retain-percent", "thirty"], "expected a percentage in (0, 100], got 'thirty'"),
-    (["--retain-percent", "nan"], "expected a percentage in (0, 100], got nan"),
+    (["--retain-percent", "nan"], "expected a percentage in (0, 100], got 'nan'"),
     (["--classes", "2,10"], "class 10 is out of range; classes are 0..9"),
     (["--classes", "-1"], "class -1 is out of range"),
     (["--classes", "3,3"], "class 3 is given more than once"),
     (["--classes", "a,b"], "expected comma-separated class ids"),
-    (["--epochs", "0"], "argument --epochs: expected a number >= 1, got 0"),
-    (["--epochs", "-3"], "argument --epochs: expected a number >= 1, got -3"),
-    (["--epochs", "2.5"], "argument --epochs: expected a whole number, got '2.5'"),
-    (["--seed", "inf"], "argument --seed: expected a whole number, got 'inf'"),
-    (["--unlearn-epochs", "0"], "argument --unlearn-epochs: expected a number >= 1"),
+    (["--epochs", "0"], "argument --epochs: expected a whole number >= 1, got '0'"),
+    (["--epochs", "-3"], "argument --epochs: expected a whole number >= 1, got '-3'"),
+    (["--epochs", "2.5"], "argument --epochs: expected a whole number >= 1, got '2.5'"),
+    (["--seed", "inf"], "argument --seed: expected a whole number in [0, 2^32), got 'inf'"),
+    (["--seed", "-1"], "argument --seed: expected a whole number in [0, 2^32), got '-1'"),
+    (["--unlearn-epochs", "0"], "argument --unlearn-epochs: expected a whole number >= 1"),
     (["--lr", "-0.1"], "argument --lr: expected a finite number > 0"),
     (["--p", "1.5"], "argument --p: expected a probability in [0, 1]"),
     (["--device", "cuda:7"], "--device cuda:7 is not available"),
@@ -95,17 +96,19 @@ BAD_INPUTS = [
     (lambda tmp: ["--hparams", str(tmp / "missing.json")], "missing.json does not exist"),
     (["--hparams", "/dev/zero"], "hyperparameter file /dev/zero is not a regular file"),  # would never end
     (lambda tmp: ["--hparams", str(hparams_file(tmp, {"tail_randomized": -1}))],
-     "tail_randomized=-1: expected null or 0 (both: the farthest) or a whole number >= 1"),
-    (["--forget-target", "100"], "argument --forget-target: expected none or a percentage in [0, 100), got '100'"),
-    (["--forget-target", "half"], "argument --forget-target: expected none or a percentage in [0, 100), got 'half'"),
-    (["--max-unlearn-epochs", "0"], "argument --max-unlearn-epochs: expected a number >= 1, got 0"),
+     "tail_randomized=-1: expected a whole number >= 1 (1, 0 or null: the farthest)"),
+    (["--forget-target", "100"], "argument --forget-target: expected a percentage in [0, 100), or none: the fixed "
+                                 "unlearning epochs (the paper's), got '100'"),
+    (["--forget-target", "half"], "argument --forget-target: expected a percentage in [0, 100), or none"),
+    (["--max-unlearn-epochs", "0"], "argument --max-unlearn-epochs: expected a whole number >= 1, or none"),
     (["--forget-target", "0.5", "--unlearn-epochs", "12", "--max-unlearn-epochs", "6"],
      "max_unlearn_epochs=6 is below unlearn_epochs=12"),
     (lambda tmp: ["--hparams", str(hparams_file(tmp, {"forget_target": -1}))],
-     "forget_target=-1: expected null (the fixed unlearn_epochs) or a percentage in [0, 100)"),
-    (["--repair-epochs", "-1"], "argument --repair-epochs: expected a whole number >= 0, got -1"),
-    (["--eps", "-0.5"], "argument --eps: expected a finite number >= 0, got -0.5"),
-    (["--tail-randomized", "-2"], "expected none, 0 (both: the farthest) or a whole number >= 1, got '-2'"),
+     "forget_target=-1: expected a percentage in [0, 100), or null: the fixed unlearning epochs"),
+    (["--repair-epochs", "-1"], "argument --repair-epochs: expected a whole number >= 0, got '-1'"),
+    (["--eps", "-0.5"], "argument --eps: expected a finite number >= 0, got '-0.5'"),
+    (["--tail-randomized", "-2"], "expected a whole number >= 1 (1, 0 or none: the farthest), got '-2'"),
+    (["--no-generated-data", "0"], "argument --anti-samples-per-class/--no-generated-data: expected a whole number"),
     (["--methods", ","], "--methods: no method given; known: anti_sample"),
     (["--size-multiplier", "1e12"], "give a smaller size_multiplier (--size-multiplier)"),
     (lambda tmp: ["--out", str(a_file(tmp))], " is a file"),
@@ -493,7 +496,7 @@ def test_zero_is_accepted_however_it_is_written(text):
     import single_class_unlearning
     args = single_class_unlearning.get_args_parser().parse_args(
         ["--repair-epochs", text, "--eps", text, "--local-variance", text, "--tail-randomized", text, "--seed", text])
-    assert (args.repair_epochs, args.eps, args.local_variance, args.tail_randomized, args.seed) == (0, 0.0, 0.0, 0, 0)
+    assert (args.repair_epochs, args.eps, args.local_variance, args.tail_randomized, args.seed) == (0, 0.0, 0.0, 1, 0)
 
 
 def test_whole_numbers_may_be_written_as_floats_but_fractions_are_refused():

@@ -146,7 +146,7 @@ def test_a_study_with_other_settings_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--trials", "0"], "argument --trials: expected a number >= 1, got 0"),
+    (["--trials", "0"], "argument --trials: expected a whole number >= 1, got '0'"),
     (["--storage", "nosuchdb://host/db"], "--storage nosuchdb://host/db cannot be opened"),
     (["--storage", "sqlite:///"], "--storage sqlite:/// is an in-memory database"),
     (["--storage", "sqlite:///:memory:"], "is an in-memory database"),
