@@ -30,20 +30,24 @@ from unsir import PRESETS, unsir_unlearn
 
 @dataclass(frozen=True)
 class BaselineParams:
-    epochs: int
-    lr: float  # Adam
-    extra: float = 0.0  # the method's own knob (see BASELINES)
+    """A baseline's reference settings; each method reads the ones it has (None: not its knob)."""
+    epochs: int = 0
+    lr: float = 0.0  # Adam
+    retain_weight: float | None = None  # neggrad's alpha: the retain loss's weight, 1 - alpha the forget loss's
+    temperature: float | None = None  # bad_teacher's KL temperature
+    selection_alpha: float | None = None  # ssd: a weight is dampened where I_f > alpha * I_D
+    dampening_lambda: float | None = None  # ssd: ... by min(lambda * I_D / I_f, 1)
+    mask_fraction: float | None = None  # salun: the share of weights updated (largest forget-loss gradients)
 
 
 BASELINES: dict[str, BaselineParams] = {
     "finetune": BaselineParams(epochs=5, lr=1e-3),
-    "neggrad": BaselineParams(epochs=10, lr=1e-3, extra=0.95),  # extra: alpha, retain-loss weight (SCRUB's)
+    "neggrad": BaselineParams(epochs=10, lr=1e-3, retain_weight=0.95),  # SCRUB's alpha
     "random_label": BaselineParams(epochs=5, lr=1e-3),
-    "bad_teacher": BaselineParams(epochs=1, lr=1e-4, extra=1.0),  # extra: KL temperature
-    "ssd": BaselineParams(epochs=0, lr=0.0, extra=10.0),  # extra: alpha (selection); lambda = 1
-    "salun": BaselineParams(epochs=5, lr=1e-3, extra=0.5),  # extra: fraction of weights updated
+    "bad_teacher": BaselineParams(epochs=1, lr=1e-4, temperature=1.0),
+    "ssd": BaselineParams(selection_alpha=10.0, dampening_lambda=1.0),  # Foster et al.'s CIFAR settings
+    "salun": BaselineParams(epochs=5, lr=1e-3, mask_fraction=0.5),
 }
-SSD_LAMBDA = 1.0  # Foster et al.'s dampening constant for CIFAR
 
 
 @dataclass
@@ -139,7 +143,7 @@ def neggrad(model: nn.Module, inputs: UnlearnInputs) -> None:
         f = forget_index[index]
         retain_loss = nn.functional.cross_entropy(forward(retain.images[index]), retain.labels[index])
         forget_loss = nn.functional.cross_entropy(forward(forget.images[f]), forget.labels[f])
-        return p.extra * retain_loss - (1 - p.extra) * forget_loss
+        return p.retain_weight * retain_loss - (1 - p.retain_weight) * forget_loss
     optimise(model, len(retain), TrainParams(p.epochs, p.lr, inputs.batch_size, eval_mode=True), batch_loss,
              inputs.generator, retain.images.device, "neggrad", inputs.progress, speed=inputs.speed)
 
@@ -163,7 +167,7 @@ def bad_teacher(model: nn.Module, inputs: UnlearnInputs) -> None:
     competent, incompetent = _frozen_copy(model), inputs.make_model().eval()
     data = Split.join(retain, forget)
     is_forget = torch.cat([torch.zeros(len(retain)), torch.ones(len(forget))]).bool().to(data.labels.device)
-    temperature, forward = p.extra, inputs.speed.forward(model)
+    temperature, forward = p.temperature, inputs.speed.forward(model)
 
     def batch_loss(index):
         x = data.images[index]
@@ -201,7 +205,7 @@ def ssd(model: nn.Module, inputs: UnlearnInputs) -> None:
     """Selective Synaptic Dampening (Foster et al., AAAI 2024), no training: with diagonal
     Fisher importances I_D (retain subset + forget data) and I_f (forget data), every weight
     with I_f > alpha * I_D is multiplied by min(lambda * I_D / I_f, 1)."""
-    alpha, batch = BASELINES["ssd"].extra, inputs.batch_size
+    p, batch = BASELINES["ssd"], inputs.batch_size
     # In order, as the reference computes it: retain data, then the forget set. Shuffled, retain
     # and forget gradients cancel inside mixed batches (README "Methods"). With alpha 10 a weight
     # can be selected only where the forget share of D is below 1/alpha.
@@ -211,15 +215,15 @@ def ssd(model: nn.Module, inputs: UnlearnInputs) -> None:
     with torch.no_grad():
         for name, param in model.named_parameters():
             i_d, i_f = importance_all[name], importance_forget[name]
-            selected = i_f > alpha * i_d
-            factor = (SSD_LAMBDA * i_d / i_f.clamp_min(1e-30)).clamp(max=1)
+            selected = i_f > p.selection_alpha * i_d
+            factor = (p.dampening_lambda * i_d / i_f.clamp_min(1e-30)).clamp(max=1)
             param.mul_(torch.where(selected, factor, torch.ones_like(factor)))
 
 
 @register_method("salun")
 def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
     """SalUn (Fan et al., ICLR 2024): a mask of the weights with the largest forget-loss
-    gradient magnitude (the top `extra` fraction), then random-label unlearning that updates
+    gradient magnitude (the top `mask_fraction`), then random-label unlearning that updates
     only those weights."""
     p, forget = BASELINES["salun"], inputs.forget
     model.zero_grad(set_to_none=True)
@@ -229,7 +233,7 @@ def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
     gradients = {name: param.grad.abs() for name, param in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     magnitudes = torch.cat([g.flatten() for g in gradients.values()])
-    threshold = magnitudes.kthvalue(max(1, int((1 - p.extra) * len(magnitudes)))).values
+    threshold = magnitudes.kthvalue(max(1, int((1 - p.mask_fraction) * len(magnitudes)))).values
     mask = {name: (g >= threshold).float() for name, g in gradients.items()}
     data = Split.join(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
     train(model, data, TrainParams(p.epochs, p.lr, inputs.batch_size), inputs.generator,

@@ -93,3 +93,61 @@ def decision_regions(model: nn.Module, extent: float = 2.0, steps: int = 200):
     xs, ys = torch.meshgrid(axis, axis, indexing="xy")
     model.eval()
     return xs, ys, model(torch.stack([xs.flatten(), ys.flatten()], 1)).argmax(1).reshape(steps, steps)
+
+
+MODELS = ("original", "unsir", "anti_sample")
+
+
+def compare_over_seeds(seeds: list[int]) -> dict[str, dict[str, list[float]]]:
+    """model -> {"retain", "forget"} -> the test accuracy (%) of each seed's run."""
+    results = [run_toy_comparison(seed).accuracy for seed in seeds]
+    return {name: {part: [r[name][part] for r in results] for part in ("retain", "forget")} for name in MODELS}
+
+
+def plot_regions(result: ToyResult, path: str) -> None:
+    """The decision regions of the three models over the training points, side by side."""
+    from report import new_figure
+    fig = new_figure((12, 4))
+    for ax, name in zip(fig.subplots(1, 3), MODELS):
+        xs, ys, regions = decision_regions(getattr(result, name))
+        ax.contourf(xs, ys, regions, levels=[-0.5, 0.5, 1.5, 2.5, 3.5], alpha=0.3, cmap="tab10", vmin=0, vmax=9)
+        ax.scatter(*result.train.images.T, c=result.train.labels, cmap="tab10", vmin=0, vmax=9, s=6)
+        accuracy = result.accuracy[name]
+        ax.set(title=f"{name}: retain {accuracy['retain']:.1f} %, forget {accuracy['forget']:.1f} %",
+               xticks=[], yticks=[])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import statistics
+
+    parser = argparse.ArgumentParser(description="The paper's toy comparison: forget class 0 of four 2-D blobs "
+                                                 "with UNSIR and with anti-samples (test accuracy, %).")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds, one run each (default: 0,1,2,3,4)")
+    parser.add_argument("--plot", metavar="PNG", help="also save the first seed's decision regions here")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds: expected comma-separated whole numbers, got {args.seeds!r}")
+    if not seeds:
+        parser.error("--seeds: no seed given")
+    table = compare_over_seeds(seeds)
+
+    def cell(values: list[float]) -> str:
+        spread = f" ± {statistics.stdev(values):5.2f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):6.2f}{spread}"
+    print(f"forget class {FORGET_CLASS}; mean{' ± sample std' if len(seeds) > 1 else ''} over seeds {seeds}:")
+    print(f"{'model':>12} {'retain test %':>16} {'forget test %':>16}")
+    for name in MODELS:
+        print(f"{name:>12} {cell(table[name]['retain']):>16} {cell(table[name]['forget']):>16}")
+    if args.plot:
+        plot_regions(run_toy_comparison(seeds[0]), args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -139,12 +139,13 @@ def optimise(model: nn.Module, n: int, params: TrainParams, batch_loss: Callable
     epochs = tqdm(range(params.epochs), desc=phase, leave=False, disable=not progress)
     for epoch in epochs:
         model.train(not params.eval_mode)
-        epoch_loss = torch.zeros((), device=device)
+        epoch_loss = torch.zeros((), device=device)  # summed over samples: each batch's mean x its size
         for index in batches(n, params.batch_size, generator, device):
-            epoch_loss += run_step(index).float()
-        if not math.isfinite(epoch_loss.item()):
-            raise NonFiniteLossError(f"{phase}: the loss became {epoch_loss.item()} in epoch {epoch + 1}")
-        epochs.set_postfix(loss=epoch_loss.item())
+            epoch_loss += run_step(index).float() * len(index)
+        mean_loss = epoch_loss.item() / n
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLossError(f"{phase}: the loss became {mean_loss} in epoch {epoch + 1}")
+        epochs.set_postfix({"mean loss per sample": f"{mean_loss:.4f}"})
         if after_epoch is not None and after_epoch(epoch + 1):
             return epoch + 1
     return params.epochs

@@ -25,6 +25,29 @@ METRIC_NAMES = {m.name for m in METRICS}  # every row of summary.json has these
 TIMINGS = {m.name for m in METRICS if m.is_timing}  # the metrics two runs of one command may differ in
 
 
+# The authors' config file, as PAPER.md writes it out (scale, lambda, m, p, k), copied here by hand
+# so that a value mistyped in hparams.py fails; the ResNet18 / CIFAR-10 single-class runs use the
+# notebook rows instead (test_resnet18_cifar10_uses_the_notebook_values).
+PAPER_CONFIG_FILE = {
+    ("AllCNN", "cifar10"): (2.3, 10, 1, 0.85, 20), ("AllCNN", "fashionMNIST"): (3.6, 10, 1, 0.95, 50),
+    ("AllCNN", "mnist"): (4.8, 10, 1, 0.85, 20), ("AllCNN", "svhn"): (4, 1, 1, 0.95, 50),
+    ("MobileNet_v2", "cifar10"): (1.8, 5, 1, 0.95, 30), ("MobileNet_v2", "fashionMNIST"): (2, 1, 2, 0.95, 50),
+    ("MobileNet_v2", "mnist"): (3.5, 10, 1, 0.9, 50), ("MobileNet_v2", "svhn"): (3.1, 1, 1, 0.85, 20),
+    ("ResNet9", "cifar10"): (2.5, 10, 2, 0.85, 20), ("ResNet9", "fashionMNIST"): (4.5, 1, 1, 0.85, 30),
+    ("ResNet9", "mnist"): (7, 10, 1, 0.85, 50), ("ResNet9", "svhn"): (4.5, 1, 1, 0.85, 50),
+    ("ResNet18", "cifar10"): (1.5, 5, 1, 0.95, 30), ("ResNet18", "fashionMNIST"): (3.3, 1, 1, 0.85, 50),
+    ("ResNet18", "mnist"): (4, 10, 2, 0.85, 30), ("ResNet18", "svhn"): (3.3, 10, 1, 0.85, 50),
+}
+NOTEBOOK_ROWS = {30: (2.2, 5, 1, 0.95, 20), 100: (2.5, 1, 1, 0.95, 50)}  # ResNet18 / CIFAR-10
+SMALL_CNN_ROW = (7.07, 1.44, 1, 0.83, 3)  # ours (README "Deviations"), without the convex combination
+
+
+def method_row(row) -> tuple:
+    """(scale, lambda, m, p, k) of a `hparams.RunHparams`."""
+    return row.unlearn_scale_lr, row.local_variance, row.size_multiplier, row.p, row.tail_randomized
+
+
+
 def run_script(script, *args, cwd=ROOT):
     """Run an entry script as a user would, without progress bars."""
     return subprocess.run([sys.executable, str(ROOT / script), "--no-progress", *map(str, args)],
@@ -61,6 +84,38 @@ def numbers(summary_path):
     """The rows of a summary.json without their timings: what must repeat exactly."""
     rows = json.loads(Path(summary_path).read_text())["per_class"]
     return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
+
+
+def write_image_folder_archive(path, classes=None, per_class=2, seed=0, mode="w:gz", size=32, prefix="cifar"):
+    """A tar archive of a CIFAR-10-style image folder (train/ and test/, a folder per class) of random
+    PNGs, `per_class` per class and split."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from datasets import CIFAR10_CLASSES
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, mode) as archive:
+        for split in ("train", "test"):
+            for cls in classes or CIFAR10_CLASSES:
+                for i in range(per_class):
+                    buffer = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, "PNG")
+                    info = tarfile.TarInfo(f"{prefix}/{split}/{cls}/{i}.png")
+                    info.size = buffer.tell()
+                    buffer.seek(0)
+                    archive.addfile(info, buffer)
+
+
+class CreatesFile:
+    """Unpickling this would create a file: a stand-in for arbitrary code in a checkpoint."""
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ def cifar10_rows(cifar10_archive):
 
 
 @pytest.mark.parametrize("k", [1, 30])
+@pytest.mark.slow
 def test_pruned_search_picks_the_reference_neighbours_on_real_images(cifar10_rows, k, monkeypatch):
     forget, retain = cifar10_rows
     kept = []

@@ -21,6 +21,7 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_verbatim_and_forgets():
     """A model and data the registries have never heard of; the code exactly as README shows it."""
     code = readme_example()

@@ -145,6 +145,7 @@ def test_bad_target_options_are_one_line_errors(options, message):
         anti_sample.AntiSampleParams(**options)
 
 
+@pytest.mark.slow
 def test_the_script_warns_at_the_cap_and_still_writes_the_row(tmp_path, capsys):
     """A target of 0 that a barely moving model cannot reach in 2 epochs: a warning, exit 0, the row."""
     out = tmp_path / "out"

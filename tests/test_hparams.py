@@ -6,7 +6,7 @@ import re
 import pytest
 
 import hparams
-from conftest import ROOT
+from conftest import NOTEBOOK_ROWS, PAPER_CONFIG_FILE, ROOT, SMALL_CNN_ROW, method_row
 from datasets import DATASETS
 from models import list_models
 
@@ -38,17 +38,24 @@ def test_multi_class_resnet18_cifar10_reads_the_config_row_not_the_notebook_row(
 
 @pytest.mark.parametrize("model", list_models())
 @pytest.mark.parametrize("dataset", DATASETS)
-def test_every_model_and_data_set_reads_its_own_row(model, dataset):
+@pytest.mark.parametrize("percent", [30, 100])
+def test_every_model_and_data_set_reads_its_own_row(model, dataset, percent):
     """Each pair gets the method row of its model and data set (SmallCNN: ours), never another's."""
-    resolved = hparams.resolve(model, DATASETS[dataset].hparams_as, 100)
-    row = hparams.SMALL_CNN_ROW if model == "SmallCNN" else hparams.CONFIG_TABLE[(model, DATASETS[dataset].hparams_as)]
-    if (model, DATASETS[dataset].hparams_as, 100) in hparams.NOTEBOOK_TABLE:
-        row = hparams.NOTEBOOK_TABLE[(model, DATASETS[dataset].hparams_as, 100)]
-    assert (resolved.unlearn_scale_lr, resolved.local_variance, resolved.size_multiplier, resolved.p,
-            resolved.tail_randomized, resolved.convex_combination) == (
-        row.unlearn_scale_lr, row.local_variance, row.size_multiplier, row.p, row.tail_randomized,
-        row.convex_combination)
-    assert resolved.epochs == (hparams.SMALL_CNN_EPOCHS if model == "SmallCNN" else hparams.EPOCHS)
+    paper_dataset = DATASETS[dataset].hparams_as
+    resolved = hparams.resolve(model, paper_dataset, percent)
+    if model == "SmallCNN":
+        expected, epochs, convex = SMALL_CNN_ROW, 15, False
+    elif (model, paper_dataset) == ("ResNet18", "cifar10"):
+        expected, epochs, convex = NOTEBOOK_ROWS[percent], 30, True
+    else:
+        expected, epochs, convex = PAPER_CONFIG_FILE[(model, paper_dataset)], 30, True
+    assert method_row(resolved) == expected
+    assert (resolved.epochs, resolved.convex_combination, resolved.no_generated_data) == (
+        epochs, convex, {30: 500, 100: 1500}[percent])
+    multi = hparams.resolve(model, paper_dataset, percent, multi_class=True)
+    if model != "SmallCNN":  # the multi-class script reads the config file, never the notebook rows
+        assert method_row(multi)[1:] == PAPER_CONFIG_FILE[(model, paper_dataset)][1:]
+        assert (multi.unlearn_epochs, multi.unlearn_scale_lr) == (2, 1.0)  # PAPER.md: 2 epochs at scale 1
 
 
 def test_the_api_defaults_are_the_paper_row_but_for_the_documented_forget_target_and_lr():

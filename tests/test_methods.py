@@ -31,6 +31,7 @@ def experiment(tmp_path_factory):
     return Experiment(resolve_config(args, multi_class=False))
 
 
+@pytest.mark.slow
 def test_mia_scores_the_retrained_model_near_100_and_the_original_lower(experiment):
     retrained = experiment.retrained([0])
     gold = experiment.measure(experiment.model_from(retrained.state), [0])["mia"]
@@ -41,6 +42,7 @@ def test_mia_scores_the_retrained_model_near_100_and_the_original_lower(experime
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_each_method_changes_the_trainable_weights(method, experiment):
     """Weights, not only BatchNorm's running statistics (which a forward pass in train mode moves)."""
     model = experiment.model_from(experiment.original.state)
@@ -52,6 +54,7 @@ def test_each_method_changes_the_trainable_weights(method, experiment):
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "ssd"])  # ssd trains nothing
+@pytest.mark.slow
 def test_each_method_trains_with_the_speed_options(method, experiment, monkeypatch):
     """Every optimiser over the model's weights is built as the speed options say (fused Adam here;
     on the CPU the CUDA-graph step runs its buffer logic without a graph)."""
@@ -146,6 +149,7 @@ def test_random_labels_never_keep_the_true_class(experiment):
     assert set(relabelled.tolist()) == set(range(10))
 
 
+@pytest.mark.slow
 def test_all_methods_in_one_run_keep_the_schema_and_write_the_report(tmp_path):
     names = ",".join(METHODS)
     result = run_script("single_class_unlearning.py", "--methods", names, "--classes", "2", "--epochs", "3",

@@ -88,6 +88,7 @@ def test_bad_forget_sets_are_one_line_errors(args, message, tmp_path, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_one_draw_end_to_end_writes_the_schema(tmp_path):
     result = run_script("multi_class_unlearning.py", "--forget-classes", "4,1", "--epochs", "5",
                         "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")

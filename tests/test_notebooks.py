@@ -25,6 +25,7 @@ def test_committed_outputs_state_their_command_and_machine(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     monkeypatch.setenv("UNLEARN_SMOKE", "1")
     monkeypatch.delenv("NOTEBOOK_FLAGS", raising=False)

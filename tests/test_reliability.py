@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, numbers, run_main, run_script, started
+from conftest import ROOT, CreatesFile, numbers, run_main, run_script, started, write_image_folder_archive
 from store import save_checkpoint
 
 
@@ -147,7 +147,6 @@ def test_checkpoint_of_another_model_or_class_count_is_refused(checkpoint_model,
 
 
 def test_checkpoint_carrying_pickled_code_never_runs(tmp_path, capsys):
-    from test_train_utils import CreatesFile
     marker = tmp_path / "created_by_unpickling"
     torch.save({"state_dict": {}, "config": CreatesFile(marker)}, tmp_path / "evil.pt")
     status, err = run_main("single_class_unlearning",
@@ -180,6 +179,7 @@ def clean_run(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_same_command_and_seed_give_identical_accuracies(clean_run, tmp_path):
     result = run_script("single_class_unlearning.py", *QUICK, "--out", tmp_path / "r", "--cache-dir", tmp_path / "c")
     assert result.returncode == 0, result.stderr
@@ -187,6 +187,7 @@ def test_same_command_and_seed_give_identical_accuracies(clean_run, tmp_path):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+@pytest.mark.slow
 def test_a_stopped_run_resumes_and_ends_with_the_same_numbers(stop, clean_run, tmp_path):
     command = [sys.executable, str(ROOT / "single_class_unlearning.py"), "--no-progress", *QUICK,
                "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
@@ -210,6 +211,7 @@ def test_a_stopped_run_resumes_and_ends_with_the_same_numbers(stop, clean_run, t
     assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
 
 
+@pytest.mark.slow
 def test_truncated_cached_checkpoint_is_reported_and_rebuilt(clean_run, tmp_path):
     import shutil
     shutil.copytree(clean_run / "c", tmp_path / "c")
@@ -262,6 +264,7 @@ def test_a_malformed_checkpoint_is_one_line_and_exit_2(case, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_is_not_a_regular_file_is_refused_not_waited_on(tmp_path):
     """A FIFO would block the read for ever (and /dev/zero never end)."""
     os.mkfifo(tmp_path / "model.pt")
@@ -308,6 +311,7 @@ def test_a_malformed_cached_model_is_reported_not_used(case, tmp_path, capsys):
     assert "training it again" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_splits_classes_across_two_processes_and_rank_0_merges(clean_run, tmp_path):
     """Two CPU processes (gloo) share the classes and end with the single-process numbers.
     torchrun would set one thread per process; CPU numerics depend on the thread count, so the
@@ -499,16 +503,22 @@ def test_zero_is_accepted_however_it_is_written(text):
     assert (args.repair_epochs, args.eps, args.local_variance, args.tail_randomized, args.seed) == (0, 0.0, 0.0, 1, 0)
 
 
-def test_whole_numbers_may_be_written_as_floats_but_fractions_are_refused():
+def test_whole_numbers_may_be_written_as_floats_but_fractions_are_refused(capsys):
     import single_class_unlearning
-    args = single_class_unlearning.get_args_parser().parse_args(["--max-per-class", "1e3", "--epochs", "5.0"])
+    parser = single_class_unlearning.get_args_parser()
+    args = parser.parse_args(["--max-per-class", "1e3", "--epochs", "5.0"])
     assert (args.max_per_class, args.epochs) == (1000, 5)
+    for flag in ["--max-per-class", "--epochs"]:
+        with pytest.raises(SystemExit):
+            parser.parse_args([flag, "2.5"])
+        assert f"argument {flag}: expected a whole number >= 1, got '2.5'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------
 # Inputs checked against what they claim to be, and reuse keyed by content
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_data_set_is_refused_and_one_without_a_record_is_taken(tmp_path, capsys):
     import models
     model = models.get_model("SmallCNN", num_classes=10, in_channels=1)
@@ -523,19 +533,19 @@ def test_checkpoint_of_another_data_set_is_refused_and_one_without_a_record_is_t
     assert status == 0 and "records no data set; taking it as a mnist5k model" in err
 
 
+@pytest.mark.slow
 def test_an_archive_replaced_at_the_same_path_is_not_reused(tmp_path, capsys):
-    from test_datasets import write_image_folder_archive
     archive = tmp_path / "data.tar.gz"
     flags = ["--dataset", "cifar10", "--data-root", str(archive), "--model", "SmallCNN", "--epochs", "1",
              "--unlearn-epochs", "1", "--classes", "0", "--no-retrain", "--no-mia", "--no-generated-data", "4",
              "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    unit = tmp_path / "r" / "units" / "anti_sample_forget_0.json"
     write_image_folder_archive(archive, per_class=4, seed=0)
     assert run_main("single_class_unlearning", flags, capsys)[0] == 0
-    first = json.loads((tmp_path / "r" / "summary.json").read_text())["per_class"][0]
+    first = json.loads(unit.read_text())["fingerprint"]
     assert run_main("single_class_unlearning", flags, capsys)[1] == ""  # unchanged: reused, no notice
     write_image_folder_archive(archive, per_class=4, seed=1)  # other images, same path and name
     status, err = run_main("single_class_unlearning", flags, capsys)
     assert status == 0 and "computed from other data" in err
-    second = json.loads((tmp_path / "r" / "summary.json").read_text())["per_class"][0]
+    assert json.loads(unit.read_text())["fingerprint"] != first  # the unit was computed again, for the new data
     assert len(list((tmp_path / "c").rglob("original_*.pt"))) == 2  # a model trained for each archive
-    assert second["unlearned_forget_test_acc"] is not None and first is not second

@@ -17,6 +17,7 @@ def mnist5k_run(tmp_path_factory):
     return result, json.loads((out / "results" / "summary.json").read_text()), out
 
 
+@pytest.mark.slow
 def test_summary_has_the_documented_schema(mnist5k_run):
     _, summary, _ = mnist5k_run
     assert set(summary) == {"config", "per_class", "mean", "std", "worst", "by_method"}
@@ -40,6 +41,7 @@ def test_summary_has_the_documented_schema(mnist5k_run):
     assert all(row[key] == epochs for row in summary["per_class"] for key in ("original_epoch", "retrained_epoch"))
 
 
+@pytest.mark.slow
 def test_the_model_forgets_and_keeps_the_rest(mnist5k_run):
     _, summary, _ = mnist5k_run
     mean = summary["mean"]
@@ -49,6 +51,7 @@ def test_the_model_forgets_and_keeps_the_rest(mnist5k_run):
     assert mean["retrained_forget_test_acc"] == 0
 
 
+@pytest.mark.slow
 def test_table_and_csv_are_written(mnist5k_run):
     result, summary, out = mnist5k_run
     assert "mean" in result.stdout and "std" in result.stdout
@@ -59,6 +62,7 @@ def test_table_and_csv_are_written(mnist5k_run):
     assert float(lines[3].split(",")[6]) == pytest.approx(summary["mean"]["unlearned_forget_test_acc"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_mean_and_std_rows_are_those_of_the_per_class_rows(mnist5k_run):
     _, summary, out = mnist5k_run
     lines = (out / "results" / "summary.csv").read_text().splitlines()
@@ -72,6 +76,7 @@ def test_mean_and_std_rows_are_those_of_the_per_class_rows(mnist5k_run):
         assert float(csv_std[name]) == pytest.approx(np.std(values), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_models_and_results(mnist5k_run):
     _, summary, out = mnist5k_run
     models = sorted(p.name for p in (out / "cache").rglob("*.pt"))
@@ -86,6 +91,7 @@ def test_rerun_reuses_models_and_results(mnist5k_run):
     assert {k: v for k, v in again["per_class"][0].items() if k not in TIMINGS} == first
 
 
+@pytest.mark.slow
 def test_no_retrain_leaves_the_retrained_columns_empty(mnist5k_run, tmp_path):
     _, _, out = mnist5k_run
     result = run_script("single_class_unlearning.py", "--classes", "5", "--no-retrain", "--no-mia",
@@ -95,6 +101,7 @@ def test_no_retrain_leaves_the_retrained_columns_empty(mnist5k_run, tmp_path):
     assert row["retrained_retain_test_acc"] is None and row["retrained_forget_test_acc"] is None
 
 
+@pytest.mark.slow
 def test_cifar10_pipeline_on_a_subset_of_the_real_archive_forgets(cifar10_archive, tmp_path):
     """ResNet18 from scratch on 100 real images per class for 3 epochs (the smallest size at which
     it learns more than chance in under a minute), with the paper's notebook row: the forget class

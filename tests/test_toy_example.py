@@ -1,4 +1,5 @@
 """The paper's toy comparison and the UNSIR baseline."""
+import pytest
 import torch
 
 import toy_example
@@ -6,6 +7,7 @@ import unsir
 from datasets import Split
 
 
+@pytest.mark.slow
 def test_both_methods_forget_class_0_and_anti_samples_keep_the_rest_over_three_seeds():
     results = [toy_example.run_toy_comparison(seed) for seed in range(3)]
 
@@ -56,3 +58,13 @@ def test_unsir_labels_each_class_noise_with_that_class(monkeypatch):
     impair_labels = seen[0]
     assert impair_labels[:10].tolist() == [1] * 5 + [3] * 5
     assert torch.equal(seen[1], retain.labels)  # repair: retain data alone
+
+
+def test_the_script_prints_both_methods_over_the_seeds_and_saves_the_figure(tmp_path, capsys):
+    assert toy_example.main(["--seeds", "0,1", "--plot", str(tmp_path / "toy.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "over seeds [0, 1]" in lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:5]}
+    assert set(rows) == {"original", "unsir", "anti_sample"} and all(len(cells) == 6 for cells in rows.values())
+    assert float(rows["anti_sample"][3]) == 0.0  # forgotten at both seeds (the three-seed test above)
+    assert (tmp_path / "toy.png").read_bytes()[:4] == b"\x89PNG"

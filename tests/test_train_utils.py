@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import CreatesFile
 from datasets import Split
 from errors import UserError
 from models import get_model
@@ -36,6 +37,7 @@ def test_batches_cover_every_index_once_with_a_short_last_batch():
     assert sorted(torch.cat(parts).tolist()) == list(range(10))
 
 
+@pytest.mark.slow
 def test_training_learns_the_embedded_digits(mnist5k):
     train_split, test = mnist5k
     torch.manual_seed(0)
@@ -126,15 +128,6 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
         load_weights(nn.Linear(3, 5), load_checkpoint(tmp_path / "m.pt")["state_dict"], "m.pt")
 
 
-class CreatesFile:
-    """Unpickling this would create a file: a stand-in for arbitrary code in a checkpoint."""
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
 def test_checkpoint_with_pickled_objects_is_refused_without_running_them(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {}, "payload": CreatesFile(marker)}, tmp_path / "evil.pt")
@@ -156,5 +149,8 @@ def test_a_last_batch_of_one_joins_the_one_before_so_batchnorm_can_train(mnist5k
     assert sizes == [128, 129]
     index = torch.cat(batches(257, 128, torch.Generator().manual_seed(0), torch.device("cpu")))
     assert sorted(index.tolist()) == list(range(257))
-    model = get_model("SmallCNN", 10, 1)  # has BatchNorm
+    # BatchNorm1d sees one value per feature in a batch of one sample, which raises in train mode
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        model.train()(mnist5k[0].images[:1])
     train(model, mnist5k[0].subset(torch.arange(129)), TrainParams(1, 1e-3, 128), torch.Generator(), progress=False)

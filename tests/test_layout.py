@@ -1,0 +1,73 @@
+"""The layout README "Layout" draws: each layer imports only its own and the layers below it, no
+import loops, and every top-level module starts with a docstring and stays short."""
+import ast
+
+import pytest
+
+from conftest import ROOT
+
+# README "Layout", bottom to top
+LAYERS = [
+    ["errors", "devices", "seeding", "datasets", "models", "far_neighbours", "hparams", "train_utils", "metrics",
+     "store"],
+    ["schema", "report"],
+    ["anti_sample"],
+    ["methods", "unsir"],
+    ["experiment"],
+    ["distributed"],
+    ["tuning"],
+    ["units", "flags", "cli"],
+    ["single_class_unlearning", "multi_class_unlearning", "tune_unlearning", "toy_example"],
+]
+LAYER = {module: i for i, names in enumerate(LAYERS) for module in names}
+MAX_LINES = 400
+
+
+def source(module: str):
+    """A top-level module's file (models/ is a package)."""
+    return ROOT / "models" / "__init__.py" if module == "models" else ROOT / f"{module}.py"
+
+
+def repo_imports(module: str) -> set[str]:
+    """The repository's modules that `module` imports, at its top or inside functions."""
+    tree = ast.parse(source(module).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return {name for name in names if name in LAYER}
+
+
+def test_every_top_level_module_is_in_a_layer():
+    assert {path.stem for path in ROOT.glob("*.py")} | {"models"} == set(LAYER)
+
+
+@pytest.mark.parametrize("module", sorted(LAYER))
+def test_a_module_imports_only_its_own_layer_and_those_below(module):
+    upward = sorted(name for name in repo_imports(module) if LAYER[name] > LAYER[module])
+    assert not upward, f"{module} (layer {LAYER[module]}) imports {upward} from above"
+
+
+def test_there_is_no_import_loop():
+    graph = {module: repo_imports(module) - {module} for module in LAYER}
+    done, active = set(), []
+
+    def visit(module):
+        assert module not in active, f"import loop: {' -> '.join(active[active.index(module):] + [module])}"
+        if module not in done:
+            active.append(module)
+            for name in graph[module]:
+                visit(name)
+            active.pop()
+            done.add(module)
+    for module in graph:
+        visit(module)
+
+
+@pytest.mark.parametrize("module", sorted(LAYER))
+def test_each_module_says_what_it_is_for_and_stays_short(module):
+    text = source(module).read_text()
+    assert ast.get_docstring(ast.parse(text)), f"{module}.py has no docstring"
+    assert len(text.splitlines()) <= MAX_LINES
