@@ -1,4 +1,4 @@
-"""Anti-samples (Mondal & Samanta, 2025; ../shared/PAPER.md) and unlearning with them.
+"""Anti-samples (Mondal & Samanta, 2025; docs/METHOD.md) and unlearning with them.
 
     model, record = anti_sample.unlearn(model, forget, retain)   # your classifier, your data
 
@@ -11,7 +11,7 @@ mixed with the retain data, are what the model is fine-tuned on to forget.
 `unlearn` is the one implementation: the entry scripts, notebooks and benches call it too.
 `make_anti_samples` is the fast generator (far neighbours from `far_neighbours.py`, all m rounds
 drawn at once, on whatever device the tensors live); `make_anti_samples_reference` follows
-PAPER.md step by step and is the oracle in tests and the baseline in benchmarks.
+docs/METHOD.md step by step and is the oracle in tests and the baseline in benchmarks.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class AntiSampleParams:
     unlearning until forgotten (forget_target hparams.FORGOTTEN_PERCENT, at most max_epochs) at lr
     API_LR, then hparams.REPAIR_EPOCHS on the retain data alone. `AntiSampleParams.paper(...)` is a
     paper row as published (fixed epochs, no repair)."""
-    # anti-samples (PAPER.md steps 1-3)
+    # anti-samples (docs/METHOD.md steps 1-3)
     local_variance: float = _PAPER_ROW.local_variance  # lambda: noise scale, in units of |F - N| + eps
     size_multiplier: int = _PAPER_ROW.size_multiplier  # m: rounds, each giving one candidate per forget sample
     p: float = _PAPER_ROW.p  # probability of keeping a perturbed feature (else the neighbour's feature)
@@ -140,7 +140,7 @@ def make_anti_samples(forget: torch.Tensor, retain: torch.Tensor, params: AntiSa
 
 def make_anti_samples_reference(forget: torch.Tensor, retain: torch.Tensor, params: AntiSampleParams,
                                 generator: torch.Generator) -> torch.Tensor:
-    """PAPER.md steps 1-3, one round at a time. Same distribution as `make_anti_samples`,
+    """docs/METHOD.md steps 1-3, one round at a time. Same distribution as `make_anti_samples`,
     different random stream."""
     shape, device = forget.shape[1:], forget.device
     f, r = forget.flatten(1), retain.flatten(1)
@@ -195,7 +195,7 @@ def check_anti_sample_memory(forget: Split, params: AntiSampleParams) -> None:
 
 def anti_sample_set(forget: Split, pool: Split, params: AntiSampleParams, generator: torch.Generator) -> Split:
     """Anti-samples for each class in `forget` (its samples against the retain samples in `pool`),
-    labelled with that class (PAPER.md step 4; several classes: one set per class, in label order)."""
+    labelled with that class (docs/METHOD.md step 4; several classes: one set per class, in label order)."""
     check_anti_sample_memory(forget, params)
     parts = []
     for c in forget.labels.unique().tolist():
@@ -321,8 +321,9 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
         epochs, each_epoch = params.epoch_cap, until
     with Stopwatch(device) as clock:
         anti = anti_sample_set(forget, pool, params, noise_generator)
-        epochs_run = train(model, Split.join(retain, anti), TrainParams(epochs, params.lr, params.batch_size, eval_mode),
-                           generator, phase=name, progress=progress, speed=speed, after_epoch=each_epoch)
+        unlearning = TrainParams(epochs, params.lr, params.batch_size, eval_mode)
+        epochs_run = train(model, Split.join(retain, anti), unlearning, generator, phase=name, progress=progress,
+                           speed=speed, after_epoch=each_epoch)
         if until is not None:
             until.warn_if_missed()
         if params.repair_epochs:

@@ -123,7 +123,7 @@ class DatasetSpec:
     num_classes: int
     in_channels: int
     image_size: int
-    mean: tuple[float, ...]  # per channel, on [0, 1] pixel values (PAPER.md "Normalisation")
+    mean: tuple[float, ...]  # per channel, on [0, 1] pixel values (docs/METHOD.md "Normalisation")
     std: tuple[float, ...]
     load_raw: Callable[[Path, int | None], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     hparams_as: str  # which of the paper's data sets its hyperparameter row is taken from

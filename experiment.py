@@ -34,7 +34,7 @@ from models import get_model, get_model_entry
 from seeding import derived_seed, make_generator
 from train_utils import PLAIN, NonFiniteLossError, Speed, TrainParams, evaluate, train
 
-# The authors' protocol is each default (PAPER.md); the other choice is ours (README "Deviations").
+# The authors' protocol is each default (docs/METHOD.md); the other choice is ours (README "Deviations").
 NEIGHBOUR_POOLS = ["all", "subset"]  # far neighbours among all retain-class training data, or the subset
 SELECTIONS = ["best-test", "last"]  # which epoch of the original and retrained models is kept
 # Resolved settings that do not change any number in the results (left out of fingerprints).

@@ -1,4 +1,4 @@
-"""Exact search for each forget sample's k farthest retain samples (PAPER.md step 1), fast.
+"""Exact search for each forget sample's k farthest retain samples (docs/METHOD.md step 1), fast.
 
 `farthest_retain_indices` ranks retain rows by float64 squared distance, as the reference
 `farthest_retain_indices_reference` does (full distance matrix, full sort), but holds only a
@@ -148,7 +148,7 @@ def _dense_farthest(chunk: torch.Tensor, retain: torch.Tensor, retain_sq: torch.
 
 
 def farthest_retain_indices_reference(forget: torch.Tensor, retain: torch.Tensor, k: int) -> torch.Tensor:
-    """PAPER.md step 1 as written: the full distance matrix (float64, so the ranking is exact),
+    """docs/METHOD.md step 1 as written: the full distance matrix (float64, so the ranking is exact),
     every row fully sorted."""
     distances = torch.cdist(forget.flatten(1).double(), retain.flatten(1).double())
     return distances.argsort(dim=1, descending=True)[:, :k]

@@ -1,4 +1,4 @@
-"""Hyperparameters, transcribed once from ../shared/PAPER.md ("Protocol" and "Hyperparameters").
+"""Hyperparameters, transcribed once from docs/METHOD.md ("Protocol" and "Hyperparameters").
 
 `resolve(model, dataset, retain_percent)` gives the row every run starts from; the entry
 scripts let any field be overridden by a flag. Rows are looked up by the data set's
@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 from errors import UserError, check_regular_file
 
-BASE_LR = 1e-3  # Adam, original and retrained models (PAPER.md protocol)
+BASE_LR = 1e-3  # Adam, original and retrained models (docs/METHOD.md protocol)
 BATCH_SIZE = 128  # samples per minibatch, in every phase (also the toy example's)
 EPOCHS = 30  # original and retrained models (the notebooks; the config file says 50)
 UNLEARN_EPOCHS_SINGLE = 5  # epochs on retain subset + anti-samples
 UNLEARN_EPOCHS_MULTI = 2
-MULTI_CLASS_LR_SCALE = 1.0  # PAPER.md "Multi-class runs: ... scale 1"
+MULTI_CLASS_LR_SCALE = 1.0  # docs/METHOD.md "Multi-class runs: ... scale 1"
 EPS = 0.01  # floor of the anti-sample noise scale, in normalised pixel units
 NO_GENERATED_DATA = {30: 500, 100: 1500}  # g (anti-samples per forget class) at the two published retain percentages
 # Ours, not the paper's: "unlearn until forgotten" (README "Deviations"). A class counts as
@@ -94,7 +94,7 @@ SMALL_CNN_SINGLE_CLASS = {"unlearn_epochs": 16, "forget_target": FORGOTTEN_PERCE
 # scale 5 forget every set we tried (README "Deviations").
 SMALL_CNN_MULTI_CLASS = {"unlearn_epochs": 5, "unlearn_scale_lr": 5.0, "local_variance": 2, "p": 0.95,
                          "tail_randomized": 20}
-# The paper's multi-class protocol (PAPER.md "Multi-class runs"), over its config table's row.
+# The paper's multi-class protocol (docs/METHOD.md "Multi-class runs"), over its config table's row.
 PAPER_MULTI_CLASS = {"unlearn_epochs": UNLEARN_EPOCHS_MULTI, "unlearn_scale_lr": MULTI_CLASS_LR_SCALE}
 
 
@@ -288,7 +288,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
 
 
 def no_generated_data(retain_percent: float) -> int:
-    """g: 500 at 30% and 1500 at 100% (PAPER.md); linear in between and beyond, at least 1."""
+    """g: 500 at 30% and 1500 at 100% (docs/METHOD.md); linear in between and beyond, at least 1."""
     (p0, g0), (p1, g1) = sorted(NO_GENERATED_DATA.items())
     return max(1, round(g0 + (retain_percent - p0) * (g1 - g0) / (p1 - p0)))
 
@@ -301,7 +301,7 @@ def resolve(model: str, hparams_dataset: str, retain_percent: float, multi_class
             SMALL_CNN_MULTI_CLASS if multi_class else SMALL_CNN_SINGLE_CLASS)
     else:
         row, epochs, overrides = CONFIG_TABLE[(model, hparams_dataset)], EPOCHS, PAPER_MULTI_CLASS if multi_class else {}
-        if not multi_class:  # the multi-class script reads the config table only (PAPER.md)
+        if not multi_class:  # the multi-class script reads the config table only (docs/METHOD.md)
             row = NOTEBOOK_TABLE.get((model, hparams_dataset, retain_percent), row)
     table = RunHparams(
         epochs=epochs, lr=BASE_LR, batch_size=BATCH_SIZE, unlearn_epochs=UNLEARN_EPOCHS_SINGLE,

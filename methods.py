@@ -1,6 +1,6 @@
 """Unlearning methods: each changes a copy of the original model in place, given the same inputs.
 
-    METHODS["anti_sample"](model, inputs)   # ours (PAPER.md): anti_sample.unlearn
+    METHODS["anti_sample"](model, inputs)   # ours (docs/METHOD.md): anti_sample.unlearn
     METHODS["unsir"](model, inputs)         # a baseline; see each function's docstring
 
 A method returns None, or a `MethodRecord` of what it decided itself (anti_sample with a forget
@@ -105,7 +105,7 @@ def check_methods(names: list[str]) -> list[str]:
 
 @register_method("anti_sample")
 def anti_sample(model: nn.Module, inputs: UnlearnInputs) -> MethodRecord:
-    """Ours (PAPER.md), through the library API: far neighbours from `inputs.pool`, fine-tuning
+    """Ours (docs/METHOD.md), through the library API: far neighbours from `inputs.pool`, fine-tuning
     on the retain subset + anti-samples (with a forget target, until the forget samples are forgotten)."""
     _, record = unlearn(model, inputs.forget, inputs.retain, inputs.pool, inputs.anti_sample,
                         generator=inputs.generator, noise_generator=inputs.device_generator,

@@ -8,14 +8,14 @@ from torch import nn
 from datasets import Split
 from train_utils import EVAL_BATCH_SIZE, accuracy, predict
 
-SELECT_FRACTION = 0.3  # PAPER.md "Model selection": a fresh random 30% of the test set each epoch
+SELECT_FRACTION = 0.3  # docs/METHOD.md "Model selection": a fresh random 30% of the test set each epoch
 # The MIA's classifier, as in SalUn's code: an RBF SVC with C = 3 and gamma "auto" (1 / features)
 MIA_SVC = {"C": 3, "gamma": "auto", "kernel": "rbf"}
 MIA_DRAWS = 5  # shadow-set draws averaged by mia_efficacy
 
 
 class BestEpoch:
-    """The authors' model selection (PAPER.md "Model selection"), as an `after_epoch` callback:
+    """The authors' model selection (docs/METHOD.md "Model selection"), as an `after_epoch` callback:
     after every epoch, the accuracy on a fresh seeded random `fraction` of `data` (their test
     set: this looks at test data); keeps a copy of the weights of the best epoch (the first on
     ties). `epoch` and `state` are the selection; `accuracies` has every epoch's value."""

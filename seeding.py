@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-DEFAULT_SEED = 100  # PAPER.md: torch seed 100
+DEFAULT_SEED = 100  # docs/METHOD.md: torch seed 100
 
 
 def derived_seed(seed: int, *keys: Any) -> int:

@@ -1,4 +1,4 @@
-"""The paper's 2-D toy problem (PAPER.md "The toy example"): four Gaussian blobs, a 2-5-4 MLP,
+"""The paper's 2-D toy problem (docs/METHOD.md "The toy example"): four Gaussian blobs, a 2-5-4 MLP,
 forget class 0 with UNSIR and with anti-samples, and compare what each leaves of the rest.
 
 `run_toy_comparison(seed)` returns the numbers and the tensors the notebook plots.
@@ -23,9 +23,9 @@ POINTS_PER_BLOB = 100
 TRAIN_FRACTION = 0.8
 TRAIN = TrainParams(epochs=500, lr=1e-3, batch_size=BATCH_SIZE)
 FORGET_CLASS = 0
-# PAPER.md's toy row, unlearning for one epoch at lr 0.3 (fixed: no forget target, no repair). PAPER.md gives no
-# unlearning batch size: the training batch works with the authors' MLP (forget 0 % on test for seeds
-# 0-2; README "Deviations").
+# docs/METHOD.md's toy row, unlearning for one epoch at lr 0.3 (fixed: no forget target, no repair).
+# The paper gives no unlearning batch size: the training batch works with the authors' MLP (forget 0 %
+# on test for seeds 0-2; README "Deviations").
 ANTI_SAMPLE = anti_sample.AntiSampleParams(local_variance=3, size_multiplier=5, p=0.5, tail_randomized=150,
                                            no_generated_data=80, eps=0.1, epochs=1, lr=0.3, batch_size=BATCH_SIZE,
                                            forget_target=None, repair_epochs=0)
@@ -46,7 +46,7 @@ def make_blobs(seed: int) -> tuple[Split, Split]:
 
 def toy_mlp() -> nn.Module:
     """The authors' 2-5-4 MLP: sigmoid hidden layer and a softmax output layer. Cross-entropy is
-    taken on those probabilities, so softmax is applied twice, as in their code (PAPER.md)."""
+    taken on those probabilities, so softmax is applied twice, as in their code (docs/METHOD.md)."""
     return nn.Sequential(nn.Linear(2, 5), nn.Sigmoid(), nn.Linear(5, 4), nn.Softmax(dim=1))
 
 

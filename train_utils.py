@@ -155,7 +155,7 @@ def train(model: nn.Module, data: Split, params: TrainParams, generator: torch.G
           phase: str = "training", progress: bool = True,
           grad_mask: dict[str, torch.Tensor] | None = None, speed: Speed = PLAIN,
           after_epoch: Callable[[int], bool | None] | None = None) -> int:
-    """Adam + cross-entropy on `data` (PAPER.md protocol); see `optimise`. Returns the epochs run."""
+    """Adam + cross-entropy on `data` (docs/METHOD.md protocol); see `optimise`. Returns the epochs run."""
     forward = speed.forward(model)
 
     def batch_loss(index):

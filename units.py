@@ -13,7 +13,7 @@ from errors import UserError, check_regular_file
 from seeding import make_generator
 from store import write_json
 
-PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # PAPER.md "Multi-class runs": draws per K
+PAPER_DRAWS = {2: 10, 4: 5, 7: 3}  # docs/METHOD.md "Multi-class runs": draws per K
 DEFAULT_DRAWS = 3  # draws for any other K
 DEFAULT_NUM_FORGET_CLASSES = 2  # K of a multi-class run, the paper's smallest
 

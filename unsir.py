@@ -42,7 +42,7 @@ class UnsirParams:
     noise_in_train_mode: bool = True  # the model's mode while the noise is optimised (the notebook: train)
 
 
-# The reference CIFAR-10 recipe (the UNSIR paper's code) and the paper's toy example (PAPER.md).
+# The reference CIFAR-10 recipe (the UNSIR paper's code) and the paper's toy example (docs/METHOD.md).
 PRESETS = {
     "reference": UnsirParams(),
     "toy": UnsirParams(noise_batch=256, noise_lr=0.1, noise_steps=50 * 8, noise_lambda=0.1,

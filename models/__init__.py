@@ -35,7 +35,7 @@ def register_model(name: str, pretrained_default: bool = False, version: int = 1
 
 
 def first_conv_padding(in_channels: int) -> int:
-    """The authors' padding p0 of the first conv (PAPER.md): 0 for 3-channel 32x32 data, 2 for
+    """The authors' padding p0 of the first conv (docs/METHOD.md): 0 for 3-channel 32x32 data, 2 for
     1-channel 28x28 data, so both reach 30x30."""
     return 0 if in_channels == 3 else 2
 

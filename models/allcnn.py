@@ -1,4 +1,4 @@
-"""AllCNN as the authors built it (PAPER.md "The authors' architectures"): eight bias-free
+"""AllCNN as the authors built it (docs/METHOD.md "The authors' architectures"): eight bias-free
 convs, each followed by BatchNorm and ReLU, no dropout, an average pool and one linear layer;
 trained from scratch. 1,620,010 parameters at 3x32x32 with 10 classes, 1,618,282 at 1x28x28."""
 from torch import nn

@@ -1,4 +1,4 @@
-"""ResNet9 as the authors built it (PAPER.md "The authors' architectures"): bias-free convs with
+"""ResNet9 as the authors built it (docs/METHOD.md "The authors' architectures"): bias-free convs with
 BatchNorm (momentum 0.9) and ReLU, two residual blocks, four max-pools and one linear layer;
 trained from scratch. 2,440,266 parameters at 3x32x32 with 10 classes, 2,439,114 at 1x28x28."""
 from torch import nn

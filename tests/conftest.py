@@ -25,7 +25,7 @@ METRIC_NAMES = {m.name for m in METRICS}  # every row of summary.json has these
 TIMINGS = {m.name for m in METRICS if m.is_timing}  # the metrics two runs of one command may differ in
 
 
-# The authors' config file, as PAPER.md writes it out (scale, lambda, m, p, k), copied here by hand
+# The authors' config file, as docs/METHOD.md writes it out (scale, lambda, m, p, k), copied here by hand
 # so that a value mistyped in hparams.py fails; the ResNet18 / CIFAR-10 single-class runs use the
 # notebook rows instead (test_resnet18_cifar10_uses_the_notebook_values).
 PAPER_CONFIG_FILE = {

@@ -1,4 +1,4 @@
-"""The fast far-neighbour search and anti-sample generator against the step-by-step reference of PAPER.md."""
+"""The fast far-neighbour search and anti-sample generator against the step-by-step reference of docs/METHOD.md."""
 import pytest
 import torch
 

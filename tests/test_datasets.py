@@ -54,7 +54,7 @@ def test_cifar10_from_the_real_archive(cifar10_archive):
     train, test = load_dataset("cifar10", cifar10_archive, max_per_class=20)
     assert train.images.shape == (200, 3, 32, 32) and test.images.shape == (200, 3, 32, 32)
     assert torch.equal(train.labels.bincount(), torch.full((10,), 20))
-    # normalised with PAPER.md's CIFAR-10 mean and std, written out here: undone with them, every
+    # normalised with docs/METHOD.md's CIFAR-10 mean and std, written out here: undone with them, every
     # value is a whole 8-bit pixel level (another normalisation, e.g. ImageNet's, leaves fractions)
     mean, std = torch.tensor([0.4914, 0.4822, 0.4465]), torch.tensor([0.2023, 0.1994, 0.2010])
     levels = (train.images * std[:, None, None] + mean[:, None, None]) * 255

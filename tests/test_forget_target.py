@@ -134,7 +134,8 @@ def test_forget_target_none_on_the_command_line_overrides_a_file(tmp_path):
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"forget_target": 100}, "forget_target=100: expected a percentage in [0, 100), or null: the fixed unlearning epochs"),
+    ({"forget_target": 100}, "forget_target=100: expected a percentage in [0, 100), or null: the fixed unlearning "
+                             "epochs"),
     ({"forget_target": 0.5, "epochs": 8, "max_epochs": 4}, "max_epochs=4 is below epochs=8"),
     ({"max_epochs": 0}, "max_epochs=0: expected a whole number >= 1, or null"),
     ({"forget_target": True}, "forget_target=True: expected a percentage"),

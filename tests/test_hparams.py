@@ -55,7 +55,7 @@ def test_every_model_and_data_set_reads_its_own_row(model, dataset, percent):
     multi = hparams.resolve(model, paper_dataset, percent, multi_class=True)
     if model != "SmallCNN":  # the multi-class script reads the config file, never the notebook rows
         assert method_row(multi)[1:] == PAPER_CONFIG_FILE[(model, paper_dataset)][1:]
-        assert (multi.unlearn_epochs, multi.unlearn_scale_lr) == (2, 1.0)  # PAPER.md: 2 epochs at scale 1
+        assert (multi.unlearn_epochs, multi.unlearn_scale_lr) == (2, 1.0)  # docs/METHOD.md: 2 epochs at scale 1
 
 
 def test_the_api_defaults_are_the_paper_row_but_for_the_documented_forget_target_and_lr():

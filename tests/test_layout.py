@@ -71,3 +71,17 @@ def test_each_module_says_what_it_is_for_and_stays_short(module):
     text = source(module).read_text()
     assert ast.get_docstring(ast.parse(text)), f"{module}.py has no docstring"
     assert len(text.splitlines()) <= MAX_LINES
+
+
+def test_the_readme_opens_with_the_two_commands_and_the_default_runs_output():
+    """README's first 40 lines: the install-and-run command, the test command .ci/run runs, and the
+    default run's per-class table (a row per digit, then mean, std and worst)."""
+    top = (ROOT / "README.md").read_text().splitlines()[:40]
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = ".venv/bin/python -m pytest -q tests"
+    assert any(line.startswith("python3 -m venv .venv && ") and line.endswith("single_class_unlearning.py")
+               for line in top)
+    assert any(line.startswith(test_command) for line in top) and f"\n{test_command}\n" in ci
+    rows = [line.split()[0] for line in top if line.strip() and line.split()[0] in
+            {*map(str, range(10)), "mean", "std", "worst"}]
+    assert rows == [*map(str, range(10)), "mean", "std", "worst"]

@@ -93,7 +93,7 @@ def test_anti_sample_in_eval_mode_trains_weights_but_freezes_batchnorm_statistic
 
 
 def test_far_neighbours_come_from_all_retain_data_not_only_the_subset(experiment, monkeypatch):
-    """At Unlearning-30 the pool is every retain-class training sample (PAPER.md), and the far
+    """At Unlearning-30 the pool is every retain-class training sample (docs/METHOD.md), and the far
     neighbours the search picks include samples outside the 30% fine-tuning subset."""
     inputs = experiment.unlearn_inputs([3])
     retain_classes = [c for c in range(10) if c != 3]

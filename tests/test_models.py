@@ -59,7 +59,7 @@ def test_unreachable_imagenet_weights_suggest_no_pretrained(monkeypatch):
     ("ResNet9", 3, 32, 2_440_266), ("ResNet9", 1, 28, 2_439_114),
     ("AllCNN", 3, 32, 1_620_010), ("AllCNN", 1, 28, 1_618_282)])
 def test_authors_architectures_have_their_parameter_counts(name, in_channels, size, count):
-    """PAPER.md lists these counts from the authors' own classes (10 classes)."""
+    """docs/METHOD.md lists these counts from the authors' own classes (10 classes)."""
     model = models.get_model(name, 10, in_channels, pretrained=False)
     assert sum(p.numel() for p in model.parameters()) == count
     assert model(torch.randn(2, in_channels, size, size)).shape == (2, 10)

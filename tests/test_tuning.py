@@ -79,7 +79,7 @@ def test_the_validation_split_is_stratified_disjoint_and_seeded(mnist5k):
 @pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("model", list_models())
 def test_the_first_trial_is_the_papers_row_never_ours(model, dataset):
-    """The start row, written out from PAPER.md: the model's row of the config file (the notebook row
+    """The start row, written out from docs/METHOD.md: the model's row of the config file (the notebook row
     for ResNet18 / CIFAR-10), or ResNet18's for our own models; for mnist5k, MNIST's."""
     paper_dataset = {"mnist5k": "mnist"}.get(dataset, dataset)
     paper_model = "ResNet18" if model == "SmallCNN" else model
