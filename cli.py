@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import math
 import os
+import signal
 import sys
 import tempfile
 import warnings
@@ -81,8 +81,9 @@ def with_flags(row: hparams.RunHparams, args: argparse.Namespace) -> hparams.Run
     """`row` with every hyperparameter flag that was given (a flag left out is not in `args`)."""
     row = replace(row, **{field.name: getattr(args, field.name) for field in hparams.FIELDS
                           if hasattr(args, field.name)})
-    if not math.isfinite(row.lr * row.unlearn_scale_lr):
-        raise UserError(f"--lr {row.lr:g} x --unlearn-scale-lr {row.unlearn_scale_lr:g} overflows; give smaller values")
+    if not row.lr * row.unlearn_scale_lr <= hparams.FLOAT32_MAX:  # the unlearning lr, a float32 in fused Adam
+        raise UserError(f"--lr {row.lr:g} x --unlearn-scale-lr {row.unlearn_scale_lr:g}, the unlearning learning rate, "
+                        f"is beyond float32's range; give smaller values")
     return row
 
 
@@ -132,9 +133,14 @@ def report_failure(prog: str, error: BaseException, resumes: str) -> int | None:
         message, status = f"error: {error}", 2
     elif isinstance(error, NonFiniteLossError):  # while training an original or retrained model
         message, status = f"error: stopped: {error}; try a smaller --lr", 2
+    elif isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:  # any path flag
+        message, status = (f"error: a path is too long for the file system ({error.strerror}): "
+                           f"{str(error.filename)[:80]}...; give a shorter one"), 2
     elif isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         message, status = (f"error: no space left to write {error.filename or 'results'} ({error.strerror}); free "
                            f"some space or choose another --out / --cache-dir, then run the same command again"), 1
+    elif isinstance(error, Terminated):
+        message, status = f"terminated (SIGTERM); {resumes}", 128 + signal.SIGTERM
     elif isinstance(error, KeyboardInterrupt):
         message, status = f"interrupted; {resumes}", 130
     else:
@@ -165,12 +171,22 @@ def print_config(config: RunConfig, **extra: Any) -> None:
     print(json.dumps({**config.to_dict(), **extra}, indent=2))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill`, `timeout` and schedulers send), raised where the process is, as Ctrl-C's
+    KeyboardInterrupt is: the same clean stop (Optuna fails the running trial, so a rerun retries it)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def guarded(prog: str, resumes: str, work: Callable[[], int]) -> int:
     """`work()`'s exit status. A failure the user can act on is one line on stderr with its status
-    (`report_failure`; `resumes` says what a rerun keeps after Ctrl-C); a missed forget target is a
-    one-line warning. Anything else is raised."""
+    (`report_failure`; `resumes` says what a rerun keeps after Ctrl-C or SIGTERM); a missed forget
+    target is a one-line warning. Anything else is raised."""
     show_warning = warnings.showwarning
     warnings.showwarning = one_line_warning(show_warning)
+    on_sigterm = signal.signal(signal.SIGTERM, _terminate)
     try:
         return work()
     except (UserError, NonFiniteLossError, OSError, KeyboardInterrupt) as error:
@@ -180,6 +196,7 @@ def guarded(prog: str, resumes: str, work: Callable[[], int]) -> int:
         return status
     finally:
         warnings.showwarning = show_warning
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def checked(check: Check, takes_none: bool = False,
                 value = text
         value = normalise(value) if normalise else value
         if not check.accepts(value):
-            expected = check.expected.replace("null", "none")  # a file's null is the flag's none
+            expected = check.refusal(value).replace("null", "none")  # a file's null is the flag's none
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
     return parse

@@ -149,18 +149,38 @@ class Check:
     def accepts(self, value: Any) -> bool:
         return _is_kind(value, self.kind) and self.valid(value)
 
+    def refusal(self, value: Any) -> str:
+        """What an error says the value should have been; for a number beyond what it is used as
+        (float32 tensors, int64 indices), that limit too."""
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and self.kind != "bool":
+            if self.kind.startswith("int") and isinstance(value, numbers.Integral) and not _fits_int64(value):
+                return f"{self.expected} that fits in int64 (|value| < 2^63)"
+            if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+                return f"{self.expected} within float32's range (at most {FLOAT32_MAX:.3g})"
+        return self.expected
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: learning rates and noise scales become float32 tensors
+
+
+def _fits_int64(value: numbers.Integral) -> bool:
+    """Counts, epochs and sizes become int64 tensors or indices."""
+    return -2 ** 63 <= value < 2 ** 63
+
 
 def _is_kind(value: Any, kind: str) -> bool:
+    """Whether `value` is of `kind`, and within what it is used as: int64 for a whole number,
+    a finite float32 for a number."""
     if kind == "bool":
         return isinstance(value, bool)
     if kind == "str":
         return isinstance(value, str)
     if kind == "int":
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and _fits_int64(value)
     if kind.endswith("|None"):
         return value is None or _is_kind(value, kind.removesuffix("|None"))
     return _is_kind(value, "int") or (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                                      and math.isfinite(value))  # float
+                                      and math.isfinite(value) and abs(value) <= FLOAT32_MAX)  # float
 
 
 AT_LEAST_ONE = Check("int", lambda v: v >= 1, "a whole number >= 1")
@@ -251,7 +271,17 @@ def check_fields(obj: Any, checks: dict[str, Check], what: str = "",
     for name, check in checks.items():
         value = getattr(obj, name)
         if not check.accepts(value):
-            raise UserError(f"{what}{name}={value!r}: expected {check.expected}")
+            raise UserError(f"{what}{name}={value!r}: expected {check.refusal(value)}")
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]], path: str | Path) -> dict[str, Any]:
+    """A JSON object whose keys are all different: JSON lets a file give a key twice and keeps the last
+    value, which a hand edit would not notice."""
+    keys = [key for key, _ in pairs]
+    repeated = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
+    if repeated is not None:
+        raise UserError(f"hyperparameter file {path}: the key {repeated!r} is given more than once; keep one")
+    return dict(pairs)
 
 
 def as_a_flag_reads(field: Field, value: Any) -> Any:
@@ -268,7 +298,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
     out of range raise UserError naming the file."""
     try:
         check_regular_file(path, "hyperparameter file")
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: also a file saved with a BOM
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"),  # -sig: also a file saved with a BOM
+                          object_pairs_hook=lambda pairs: _refuse_repeated_keys(pairs, path))
     except OSError as error:
         raise UserError(f"hyperparameter file {path}: cannot read it ({error.strerror})") from None
     except ValueError as error:

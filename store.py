@@ -5,6 +5,7 @@ Checkpoints are read with `weights_only=True`, so a checkpoint can never run cod
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -54,7 +55,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a clean-up that fails (e.g. chattr +a) never hides the error
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise _write_error(path, error, tmp) from None
         if isinstance(error, RuntimeError):  # torch.save reports failed writes this way

@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import random
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ VALIDATION_PERCENT = 10  # of each class's training samples, held out to score t
 FORGET_TOLERANCE_PERCENT = hparams.FORGOTTEN_PERCENT
 DEFAULT_TUNING_CLASSES = 3  # forget classes each trial unlearns, spread over the labels
 HEARTBEAT_SECONDS = 10  # a trial whose process stops beating for 2x this is failed and retried
+STORAGE_ATTEMPTS = 6  # tries to open a storage that other processes are creating at the same moment
 PRUNER_STARTUP_TRIALS = 5  # trials that run to the end before the pruner compares
 MAX_SEARCHED_UNLEARN_EPOCHS = hparams.MAX_SEARCHED_UNLEARN_EPOCHS
 
@@ -223,14 +226,42 @@ def open_storage(storage_url: str) -> optuna.storages.RDBStorage:
                         f"and could not be continued; give a file, e.g. sqlite:///study.db")
     # SQLAlchemy logs a traceback when Ctrl-C interrupts a query; the interruption is reported in one line
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    from sqlalchemy.exc import IntegrityError, OperationalError
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            _refuse_foreign_tables(storage_url)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and their retry
+                return optuna.storages.RDBStorage(
+                    storage_url, heartbeat_interval=HEARTBEAT_SECONDS,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except UserError:
+            raise
+        except (OperationalError, IntegrityError) as error:
+            # processes started together on a new storage race to create Optuna's tables ("table ...
+            # already exists", "database is locked"): the losers wait and open what the winner made
+            if attempt + 1 == STORAGE_ATTEMPTS:
+                raise UserError(f"--storage {storage_url} cannot be opened ({first_line(error)})") from None
+            time.sleep(0.2 * (attempt + 1) * (1 + random.random()))
+        except Exception as error:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
+            raise UserError(f"--storage {storage_url} cannot be opened ({first_line(error)})") from None
+
+
+def _refuse_foreign_tables(storage_url: str) -> None:
+    """Refuse a database that holds tables Optuna did not make (another application's SQLite file,
+    say): Optuna would add its own to it without a word."""
+    import sqlalchemy
+    from optuna.storages._rdb.models import BaseModel  # Optuna's schema: the tables it makes
+
+    engine = sqlalchemy.create_engine(storage_url)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats and their retry
-            return optuna.storages.RDBStorage(
-                storage_url, heartbeat_interval=HEARTBEAT_SECONDS,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    except Exception as error:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
-        raise UserError(f"--storage {storage_url} cannot be opened ({first_line(error)})") from None
+        foreign = sorted(set(sqlalchemy.inspect(engine).get_table_names()) - set(BaseModel.metadata.tables)
+                         - {"alembic_version"})
+    finally:
+        engine.dispose()
+    if foreign:
+        raise UserError(f"--storage {storage_url} holds tables that are not Optuna's ({', '.join(foreign[:3])}); "
+                        f"give a new file or an Optuna study database")
 
 
 def open_study(storage: optuna.storages.RDBStorage, study_name: str, settings_key: str, seed: int) -> optuna.Study:
@@ -260,12 +291,23 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+class _QuietInterruption(logging.Filter):
+    """Optuna logs a trial that Ctrl-C or SIGTERM stopped (failed, so a rerun retries it) with a
+    traceback; the entry script reports the interruption in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
 def optimise(study: optuna.Study, tuner: Tuner, trials: int, timeout_seconds: float | None,
              after_trial: Callable[[optuna.Study], None] = lambda study: None) -> None:
     """Add trials until the study has `trials` finished ones (from any process), or the timeout."""
     remaining = trials - finished_count(study)
     if remaining <= 0:
         return
+    trial_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _QuietInterruption) for f in trial_log.filters):
+        trial_log.addFilter(_QuietInterruption())
     stop = optuna.study.MaxTrialsCallback(trials, states=FINISHED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats

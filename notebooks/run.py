@@ -6,6 +6,7 @@
 Environment variables reach the kernel: UNLEARN_SMOKE=1 (tiny sizes, as CI runs them) and, for
 the two single-class notebooks, NOTEBOOK_FLAGS (the entry-script flags of the run to record).
 """
+import json
 import sys
 from pathlib import Path
 
@@ -18,13 +19,26 @@ TIMEOUT_S = 4 * 3600  # per cell: a CPU run of CIFAR-10 cells takes tens of minu
 def main(paths: list[str]) -> int:
     if not paths:
         sys.exit(__doc__)
-    for path in map(Path, paths):
-        notebook = nbformat.read(path, as_version=4)
+    notebooks = {}
+    for path in map(Path, paths):  # every path checked before any notebook runs
+        if not path.is_file():
+            return fail(f"{path} is not a file; give .ipynb notebooks")
+        try:
+            notebooks[path] = nbformat.read(path, as_version=4)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, nbformat.reader.NotJSONError,
+                nbformat.ValidationError, AttributeError, KeyError, TypeError) as error:
+            return fail(f"{path} is not a notebook ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+    for path, notebook in notebooks.items():
         NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         nbformat.write(notebook, path)
         print(f"executed {path}")
     return 0
+
+
+def fail(message: str) -> int:
+    print(f"notebooks/run.py: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -33,3 +33,18 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on a failing cell
     assert any(o.get("output_type") == "display_data" for c in notebook.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("case", ["missing", "not JSON", "JSON but not a notebook", "a folder"])
+def test_the_runner_refuses_a_path_that_is_not_a_notebook_in_one_line(case, tmp_path):
+    import subprocess
+    import sys
+    path = {"missing": tmp_path / "gone.ipynb", "a folder": tmp_path}.get(case, tmp_path / "x.ipynb")
+    if case == "not JSON":
+        path.write_text("hello")
+    elif case == "JSON but not a notebook":
+        path.write_text('{"a": 1}')
+    result = subprocess.run([sys.executable, str(ROOT / "notebooks" / "run.py"), str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(path) in result.stderr

@@ -47,6 +47,11 @@ def dangling_link(tmp):
     return tmp / "gone"
 
 
+def duplicated_keys(tmp):
+    (tmp / "twice.json").write_text('{"p": 0.9, "p": 0.5}')
+    return tmp / "twice.json"
+
+
 def hparams_file(tmp, content):
     (tmp / "hparams.json").write_text(json.dumps(content))
     return tmp / "hparams.json"
@@ -84,7 +89,16 @@ BAD_INPUTS = [
     (lambda tmp: ["--dataset", "cifar10", "--data-root", str(zip_archive(tmp))], "is not a readable tar archive; give an image folder or a .tar, .tar.gz"),
     (["--data-root", "data"], "--data-root does not apply to mnist5k"),
     (["--device", "meta"], "this tool runs on cpu, cuda, mps devices, not meta"),
-    (["--lr", "1e300", "--unlearn-scale-lr", "1e10"], "--lr 1e+300 x --unlearn-scale-lr 1e+10 overflows"),
+    (["--lr", "1e30", "--unlearn-scale-lr", "1e10"], "--lr 1e+30 x --unlearn-scale-lr 1e+10, the unlearning learning rate, "
+                                                      "is beyond float32's range"),
+    (["--lr", "1e39"], "argument --lr: expected a finite number > 0 within float32's range"),
+    (["--batch-size", "1e20"], "argument --batch-size: expected a whole number >= 1 that fits in int64"),
+    (lambda tmp: ["--hparams", str(hparams_file(tmp, {"no_generated_data": 10 ** 20}))],
+     "no_generated_data=100000000000000000000: expected a whole number >= 1 that fits in int64"),
+    (lambda tmp: ["--hparams", str(duplicated_keys(tmp))], "twice.json: the key 'p' is given more than once"),
+    (lambda tmp: ["--out", str(tmp / ("a" * 300))], "a path is too long for the file system"),
+    (lambda tmp: ["--checkpoint", str(tmp / ("a" * 300))], "a path is too long for the file system"),
+    (lambda tmp: ["--dataset", "cifar10", "--data-root", str(tmp / ("a" * 300))], "a path is too long"),
     (lambda tmp: ["--dataset", "cifar10", "--data-root", str(wrong_archive(tmp))], "must hold exactly the class folders"),
     (lambda tmp: ["--hparams", str(hparams_file(tmp, {"unlearn_scale_lr": 2, "learning_rate": 1}))],
      "unknown key 'learning_rate'; known: epochs, lr"),
@@ -124,6 +138,19 @@ def test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path, capsys):
     assert status == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("script", ["single_class_unlearning", "tune_unlearning"])
+def test_a_cache_folder_name_too_long_for_the_file_system_is_one_line(script, tmp_path, capsys):
+    if script == "tune_unlearning":
+        import tune_unlearning
+        status = tune_unlearning.main(["--cache-dir", str(tmp_path / ("a" * 300)), "--out", str(tmp_path / "r"),
+                                       "--no-progress"])
+        err = capsys.readouterr().err
+    else:
+        status, err = run_main(script, ["--cache-dir", str(tmp_path / ("a" * 300)), "--out", str(tmp_path / "r")],
+                               capsys)
+    assert status == 2 and "a path is too long for the file system" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("script", ["single_class_unlearning", "multi_class_unlearning"])
@@ -549,3 +576,22 @@ def test_an_archive_replaced_at_the_same_path_is_not_reused(tmp_path, capsys):
     assert status == 0 and "computed from other data" in err
     assert json.loads(unit.read_text())["fingerprint"] != first  # the unit was computed again, for the new data
     assert len(list((tmp_path / "c").rglob("original_*.pt"))) == 2  # a model trained for each archive
+
+
+def test_a_clean_up_that_fails_never_hides_the_error(tmp_path, monkeypatch):
+    """In a folder where files can be made but not removed (chattr +a), the temp file's removal fails
+    inside the error path: the write's own error must still be the one raised."""
+    import errno
+    import pathlib
+
+    import store
+
+    def full(file):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def cannot_remove(self, missing_ok=False):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(pathlib.Path, "unlink", cannot_remove)
+    with pytest.raises(OSError) as raised:
+        store.atomic_write(tmp_path / "summary.json", full)
+    assert raised.value.errno == errno.ENOSPC and str(tmp_path / "summary.json") in str(raised.value)

@@ -218,3 +218,61 @@ def test_the_api_takes_a_hparams_file_and_options_win(tmp_path):
     path.write_text(json.dumps({"unlearn_scale_lr": 3.0, "momentum": 0.9}))
     with pytest.raises(anti_sample.UserError, match="unknown key 'momentum'"):
         anti_sample.AntiSampleParams.from_file(path)
+
+
+@pytest.mark.slow
+def test_sigterm_fails_the_running_trial_and_a_rerun_still_evaluates_the_papers_row(tmp_path):
+    """SIGTERM (a scheduler, `timeout`, `kill`) during the first trial, the paper's row: the trial is
+    failed, not left RUNNING, and the rerun evaluates that row."""
+    import time
+    storage = f"sqlite:///{tmp_path / 'out/study.db'}"
+    command = [sys.executable, str(ROOT / "tune_unlearning.py"), *TINY, "--out", str(tmp_path / "out"),
+               "--cache-dir", str(tmp_path / "c")]
+
+    def trials():
+        try:
+            return optuna.load_study(study_name="mnist5k-SmallCNN-30", storage=storage).get_trials()
+        except (KeyError, ValueError, RuntimeError, Exception):  # the study is not created yet
+            return []
+    with started([*command, "--trials", "5"], cwd=tmp_path, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 120
+        while not any(t.state == optuna.trial.TrialState.RUNNING for t in trials()):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=60)[1]
+    assert process.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err
+    assert [t.state for t in trials()] == [optuna.trial.TrialState.FAIL]
+    done = subprocess.run([*command, "--trials", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    finished = [t for t in trials() if t.state in tuning.FINISHED]
+    assert [t.params for t in finished] == [tuning.searched(tuning.start_row("SmallCNN", "mnist5k", 30))]
+
+
+@pytest.mark.slow
+def test_tuners_started_together_on_a_new_storage_all_open_it(tmp_path):
+    """Three processes open one new SQLite storage at the same instant, three times over: each time
+    all three get it (they race to create Optuna's tables; the losers used to be refused)."""
+    import time
+    opener = ("import sys, time; sys.path.insert(0, sys.argv[3]); import tuning\n"
+              "while time.time() < float(sys.argv[2]): pass\n"
+              "tuning.open_storage(sys.argv[1])")
+    for round_ in range(3):
+        url, start = f"sqlite:///{tmp_path / f'study{round_}.db'}", str(time.time() + 5)
+        processes = [subprocess.Popen([sys.executable, "-c", opener, url, start, str(ROOT)], stderr=subprocess.PIPE,
+                                      text=True) for _ in range(3)]
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+        assert [process.returncode for process in processes] == [0, 0, 0], errors
+
+
+def test_a_database_of_another_application_is_refused_not_written_to(tmp_path):
+    import sqlite3
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("create table users (name text)")
+    with pytest.raises(anti_sample.UserError, match=r"holds tables that are not Optuna's \(users\)"):
+        tuning.open_storage(f"sqlite:///{database}")
+    with sqlite3.connect(database) as connection:
+        assert [row[0] for row in connection.execute("select name from sqlite_master where type='table'")] == ["users"]
+    tuning.open_storage(f"sqlite:///{tmp_path / 'study.db'}")  # a new file, and then an Optuna one, are taken
+    tuning.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
