@@ -24,9 +24,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from api_checks import as_class_list, check_model, check_unlearn_inputs, model_device
 from datasets import Split, as_split
 from devices import Stopwatch, resolve_device
-from errors import UserError, first_line
+from errors import UserError
 from far_neighbours import DEFAULT_CHUNK_ELEMENTS, farthest_retain_indices, farthest_retain_indices_reference
 from hparams import (BASE_LR, BATCH_SIZE, EPS, FIELDS, FORGOTTEN_PERCENT, NO_GENERATED_DATA, NOTEBOOK_TABLE, POSITIVE,
                      REPAIR_EPOCHS, UNLEARN_EPOCHS_SINGLE, Check, check_epoch_cap, check_fields, epoch_cap, read_file,
@@ -295,14 +296,19 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
         known = [f.name for f in dataclasses.fields(AntiSampleParams)]
         unknown = sorted(set(options) - set(known))
         raise UserError(f"unknown option {unknown[0] if unknown else options}; known: {', '.join(known)}") from None
-    device = resolve_device(device, "device") if device is not None else resolve_device(_model_device(model),
+    check_model(model)
+    device = resolve_device(device, "device") if device is not None else resolve_device(model_device(model),
                                                                                         "the model's device")
     if generator is not None and not (isinstance(generator, torch.Generator) and generator.device.type == "cpu"):
         raise UserError(f"generator: expected a torch.Generator on the CPU, got {generator!r}")
+    if noise_generator is not None and not (isinstance(noise_generator, torch.Generator)
+                                            and noise_generator.device.type == device.type):
+        raise UserError(f"noise_generator: expected a torch.Generator on {device} (the data's device), "
+                        f"got {noise_generator!r}")
     model.to(device)
     forget, retain = as_split(forget, "forget", device), as_split(retain, "retain", device)
     pool = retain if pool is None else as_split(pool, "pool", device)
-    classes = check_unlearn_inputs(model, forget, retain, pool, forget_classes)
+    classes = check_unlearn_inputs(model, forget, retain, pool, as_class_list(forget_classes))
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,))))
     if noise_generator is None:
@@ -319,7 +325,7 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     else:
         until = UntilForgotten(model, forget, classes, params, after_epoch)
         epochs, each_epoch = params.epoch_cap, until
-    with Stopwatch(device) as clock:
+    with Stopwatch(device) as clock, torch.enable_grad():  # also when called under torch.no_grad()
         anti = anti_sample_set(forget, pool, params, noise_generator)
         unlearning = TrainParams(epochs, params.lr, params.batch_size, eval_mode)
         epochs_run = train(model, Split.join(retain, anti), unlearning, generator, phase=name, progress=progress,
@@ -331,49 +337,3 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
                   generator, phase=f"repair {name}", progress=progress, speed=speed)
     return model, UnlearnRecord(classes, len(anti), epochs_run, params.repair_epochs, clock.seconds,
                                 until.trace if until else [])
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        raise UserError("model has no parameters to unlearn with")
-    return parameter.device
-
-
-@torch.no_grad()
-def check_unlearn_inputs(model: nn.Module, forget: Split, retain: Split, pool: Split,
-                         forget_classes: list[int] | None) -> list[int]:
-    """The forget classes, after checking that the data fit each other and the model."""
-    for name, data in [("forget", forget), ("retain", retain), ("pool", pool)]:
-        if not len(data):
-            raise UserError(f"{name} data are empty")
-        if data.images.shape[1:] != retain.images.shape[1:]:
-            raise UserError(f"{name} images are {tuple(data.images.shape[1:])} but retain images are "
-                            f"{tuple(retain.images.shape[1:])}; all data must have one shape")
-        if data.labels.min() < 0:
-            raise UserError(f"{name} labels must be class indices >= 0, found {int(data.labels.min())}")
-    present = forget.labels.unique().tolist()
-    classes = present if forget_classes is None else sorted(forget_classes)
-    missing = [c for c in classes if c not in present]
-    if missing:
-        raise UserError(f"forget class {missing[0]} has no samples in the forget data (its labels: {present})")
-    extra = [c for c in present if c not in classes]
-    if extra:
-        raise UserError(f"forget data hold class {extra[0]}, which is not in forget_classes {classes}")
-    overlap = [c for c in classes if (retain.labels == c).any() or (pool.labels == c).any()]
-    if overlap:
-        raise UserError(f"retain (or pool) data hold samples of forget class {overlap[0]}; give retain classes only")
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = model(retain.images[:1])
-    except RuntimeError as error:
-        raise UserError(f"the model cannot take retain images of shape {tuple(retain.images.shape[1:])} "
-                        f"({first_line(error)})") from None
-    finally:
-        model.train(was_training)
-    largest = max(int(d.labels.max()) for d in (forget, retain, pool))
-    if outputs.ndim != 2 or outputs.shape[1] <= largest:
-        raise UserError(f"the model outputs shape {tuple(outputs.shape)} per batch, but labels go up to {largest}: "
-                        f"it needs (batch, at least {largest + 1}) class scores")
-    return classes

@@ -12,18 +12,16 @@ wheel and needs no network; the others come from torchvision (downloaded when on
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import sys
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from errors import UserError, check_regular_file, first_line
+from image_folder import ARCHIVE_FORMATS, files_under, load_image_folder
 
 
 @dataclass
@@ -76,7 +74,7 @@ def as_split(data, name: str, device: torch.device | str) -> Split:
     if labels.ndim != 1 or len(labels) != len(images) or labels.is_floating_point() or labels.is_complex():
         raise UserError(f"{name}: labels must be one integer class index per image; got labels of shape "
                         f"{tuple(labels.shape)} and dtype {labels.dtype} for {len(images)} images")
-    images = images.to(device, torch.float32)
+    images = (images.detach() if images.requires_grad else images).to(device, torch.float32)  # taken by value
     if not isinstance(data, Split) and not torch.isfinite(images).all():  # a Split: loaded from 8-bit images here
         raise UserError(f"{name}: images hold NaN or infinite values")
     return Split(images, labels.to(device, torch.long))
@@ -197,107 +195,12 @@ def _load_torchvision(name: str):
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MAX_IMAGE_BYTES = 1 << 20  # an archive member larger than this is refused before it is read (1 MiB)
-
-
-def _load_image_folder(root: Path, max_per_class: int | None, classes: tuple[str, ...], size: int):
-    """`train/<class>/*` and `test/<class>/*` from a folder or a tar archive of one: exactly
-    `classes` (numbered in that order), each in both splits, every image `size` x `size`.
-
-    Hidden files and files without an image extension (torchvision's ImageFolder's, any case) are
-    skipped, with a one-line notice. Refused in one line: other class folders, two such trees in
-    one archive, one path twice, a file over `MAX_IMAGE_BYTES`, an image of another size (checked
-    from its header, before decoding, so a decompression bomb is never expanded) and an image that
-    cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    def decode(name: str, data: bytes) -> np.ndarray:
-        try:
-            image = Image.open(io.BytesIO(data))
-            if image.size != (size, size):
-                raise UserError(f"--data-root {root}: {name} is {image.size[0]}x{image.size[1]}; every image "
-                                f"must be {size}x{size}")
-            if image.mode.startswith("I;16"):  # 16-bit: scale to 8 bits, do not clip to white
-                gray = (np.asarray(image).astype(np.uint32) * 255 + 32767) // 65535
-                return np.repeat(gray.astype(np.uint8)[None], 3, axis=0)
-            return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
-        except UnidentifiedImageError:
-            raise UserError(f"--data-root {root}: {name} cannot be decoded (not an image format PIL reads)") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            raise UserError(f"--data-root {root}: {name} cannot be decoded ({error})") from None
-
-    def locate(parts: tuple[str, ...]) -> tuple[tuple[str, ...], str, str] | None:
-        """(leading folders, split, class) of an image path such as cifar10/train/cat/0001.jpg."""
-        for i, part in enumerate(parts[:-2]):
-            if part in ("train", "test") and i + 3 == len(parts):
-                return parts[:i], part, parts[i + 1]
-        return None
-
-    found: dict[tuple[str, str], list[tuple[str, bytes]]] = {}  # (split, class): [(name, bytes)]
-    trees, skipped, seen = set(), [], set()
-
-    def add(name: str, parts: tuple[str, ...], read, declared_size: int) -> None:
-        where = locate(parts)
-        if not where:
-            return
-        if any(part.startswith(".") for part in parts) or PurePosixPath(parts[-1]).suffix.lower() not in IMG_EXTENSIONS:
-            skipped.append(name)  # not an image: .DS_Store, macOS's ._x.jpg, a README, ...
-            return
-        if declared_size > MAX_IMAGE_BYTES:
-            raise UserError(f"--data-root {root}: {name} declares {declared_size} bytes, more than "
-                            f"an image of this data set can need ({MAX_IMAGE_BYTES}); refused")
-        if parts in seen:  # a tar archive can hold one path twice; extracted, the last would win
-            raise UserError(f"--data-root {root} holds {'/'.join(parts)} twice; keep one")
-        seen.add(parts)
-        trees.add(where[0])
-        found.setdefault(where[1:], []).append((name, read()))
-    if root.is_file():
-        try:
-            with tarfile.open(root, "r|*") as archive:  # one streaming pass, no seeking back
-                for member in archive:
-                    if member.isfile():
-                        add(member.name, PurePosixPath(member.name).parts, archive.extractfile(member).read,
-                            member.size)
-        except (tarfile.TarError, EOFError, OSError) as error:
-            raise UserError(f"--data-root {root} is not a readable tar archive of an image folder "
-                            f"({type(error).__name__}: {error})") from None
-    else:
-        for path in files_under(root):
-            add(str(path), path.relative_to(root).parts, path.read_bytes, path.stat().st_size)
-    if skipped:
-        print(f"note: --data-root {root}: skipped {len(skipped)} file(s) that are not images (hidden, or not "
-              f"{'/'.join(IMG_EXTENSIONS)}), e.g. {skipped[0]}", file=sys.stderr)
-    if len(trees) > 1:
-        names = sorted("/".join(tree) + "/" if tree else "./" for tree in trees)
-        raise UserError(f"--data-root {root} holds {len(trees)} image-folder trees ({', '.join(names[:3])}); "
-                        f"keep one, they are not merged")
-    for split in ("train", "test"):
-        present = sorted(cls for s, cls in found if s == split)
-        if present != sorted(classes):
-            raise UserError(f"--data-root {root}: {split}/ must hold exactly the class folders "
-                            f"{', '.join(classes)}, each with images; found {present or 'none'}")
-
-    def stack(split: str):
-        images, labels = [], []
-        for label, cls in enumerate(classes):
-            named = sorted(found[split, cls])[:max_per_class]
-            images += [decode(name, blob) for name, blob in named]
-            labels += [label] * len(named)
-        return np.stack(images), np.asarray(labels, dtype=np.int64)
-
-    return (*stack("train"), *stack("test"))
-
-
-ARCHIVE_FORMATS = ".tar, .tar.gz / .tgz, .tar.bz2 or .tar.xz"  # whatever Python's tarfile reads
-
-
 def _load_cifar10(root: Path, max_per_class: int | None):
     if root.is_file() and not tarfile.is_tarfile(root):  # e.g. a .zip, or a corrupt archive
         raise UserError(f"--data-root {root} is not a readable tar archive; give an image folder or a "
                         f"{ARCHIVE_FORMATS} archive of one")
     if root.is_file() or ((root / "train").is_dir() and (root / "test").is_dir()):
-        return _load_image_folder(root, max_per_class, CIFAR10_CLASSES, DATASETS["cifar10"].image_size)
+        return load_image_folder(root, max_per_class, CIFAR10_CLASSES, DATASETS["cifar10"].image_size)
     return _load_torchvision("cifar10")(root, max_per_class)
 
 
@@ -327,13 +230,6 @@ def normalise(images_uint8: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
     mean = torch.tensor(spec.mean, device=images_uint8.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=images_uint8.device).view(1, -1, 1, 1)
     return (images_uint8.float() / 255 - mean) / std
-
-
-def files_under(root: Path) -> list[Path]:
-    """The regular files under a folder, sorted, through symlinked folders too (`Path.rglob` does not
-    follow them before Python 3.13); not devices or FIFOs, which would block or never end."""
-    found = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=True) for name in names]
-    return sorted(path for path in found if path.is_file())
 
 
 def fingerprint_data(name: str, root: str | Path | None = None) -> str:

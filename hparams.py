@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from errors import UserError, check_regular_file
 
 BASE_LR = 1e-3  # Adam, original and retrained models (docs/METHOD.md protocol)
@@ -266,6 +268,9 @@ def check_fields(obj: Any, checks: dict[str, Check], what: str = "",
                  normalise: dict[str, Callable[[Any], Any]] | None = None) -> None:
     """Write each of `obj`'s fields in `normalise` in its one spelling (a frozen dataclass too), then
     raise a UserError naming the first field (`checks`' keys) whose value `checks` refuses."""
+    for name in checks:  # numpy scalars (np.int64(64), np.bool_(True)) as the Python values they stand for
+        if isinstance(getattr(obj, name), np.generic):
+            object.__setattr__(obj, name, getattr(obj, name).item())
     for name, spell in (normalise or {}).items():
         object.__setattr__(obj, name, spell(getattr(obj, name)))
     for name, check in checks.items():

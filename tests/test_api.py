@@ -146,3 +146,62 @@ def test_bad_input_raises_one_line_user_error(case, message, digits):
         bad_call(case, digits)()
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+class TupleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = small_model()
+
+    def forward(self, x):
+        return self.net(x), x.mean()
+
+
+def frozen():
+    model = small_model()
+    model.requires_grad_(False)
+    return model
+
+
+# (what a user passes, given the digits' forget and retain data) -> the one-line error, or None: accepted
+API_INPUTS = {
+    "a forward that returns a tuple": (lambda f, r: dict(model=TupleOutput()), "forward returns a tuple"),
+    "every parameter frozen": (lambda f, r: dict(model=frozen()), "every parameter is frozen"),
+    "a half-precision model": (lambda f, r: dict(model=small_model().half()), "parameters are torch.float16"),
+    "a double-precision model": (lambda f, r: dict(model=small_model().double()), "parameters are torch.float64"),
+    "a numpy noise generator": (lambda f, r: dict(noise_generator=__import__("numpy").random.default_rng(0)),
+                                "noise_generator: expected a torch.Generator on cpu"),
+    "a class as a string": (lambda f, r: dict(forget_classes="3"), "forget_classes: expected a class index"),
+    "a scalar forget class": (lambda f, r: dict(forget_classes=3), None),
+    "numpy integer classes": (lambda f, r: dict(forget_classes=[__import__("numpy").int64(3)]), None),
+    "numpy scalar options": (lambda f, r: dict(batch_size=__import__("numpy").int64(64),
+                                               convex_combination=__import__("numpy").bool_(True)), None),
+    "images that carry requires_grad": (lambda f, r: dict(forget=(f[0].clone().requires_grad_(), f[1])), None),
+}
+
+
+@pytest.mark.parametrize("case", API_INPUTS)
+def test_the_apis_own_inputs_are_taken_or_refused_in_one_line(case, digits):
+    images, labels = digits
+    forget, retain = (images[labels == 3], labels[labels == 3]), (images[labels != 3], labels[labels != 3])
+    given, message = API_INPUTS[case]
+    arguments = {"model": small_model(), "forget": forget, "retain": retain, **given(forget, retain)}
+    call = lambda: anti_sample.unlearn(arguments.pop("model"), arguments.pop("forget"), arguments.pop("retain"),
+                                       epochs=1, forget_target=None, repair_epochs=0, progress=False, **arguments)
+    if message is None:
+        model, record = call()
+        assert record.forget_classes == [3] and record.epochs == 1
+    else:
+        with pytest.raises(UserError, match=re.escape(message)) as raised:
+            call()
+        assert "\n" not in str(raised.value)
+
+
+def test_unlearning_under_no_grad_still_trains(digits):
+    images, labels = digits
+    model = small_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        anti_sample.unlearn(model, (images[labels == 3], labels[labels == 3]), (images[labels != 3], labels[labels != 3]),
+                            epochs=1, forget_target=None, repair_epochs=0, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

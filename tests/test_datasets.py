@@ -255,3 +255,53 @@ def test_data_fingerprint_follows_content_not_path(tmp_path, monkeypatch):
     assert fingerprint_data("cifar10", "a.tar.gz") == here  # same bytes: the same data
     write_image_folder_archive(tmp_path / "elsewhere" / "a.tar.gz", seed=1)
     assert fingerprint_data("cifar10", "a.tar.gz") != here  # same relative path, other images
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_an_archive_with_links_is_refused_where_its_folder_loads_them(link, tmp_path):
+    """Plain `tar czf` stores a symlink, or a second hard link to one file, as a link member: the folder
+    loads that image, so the archive must not silently load fewer; it is refused in one line."""
+    write_image_folder_archive(tmp_path / "data.tar")
+    tree = extracted(tmp_path, tmp_path / "data.tar")
+    extra = tree / "train" / "cat" / "9.png"
+    if link == "symbolic":
+        extra.symlink_to("0.png")
+    else:
+        os.link(tree / "train" / "cat" / "0.png", extra)
+    folder, _ = load_dataset("cifar10", tree)
+    assert len(folder) == 21  # 2 per class and the link
+    with tarfile.open(tmp_path / "linked.tar.gz", "w:gz") as archive:
+        archive.add(tree, arcname="cifar")  # as tar czf: links kept as links
+    with pytest.raises(UserError, match=r"cifar/train/cat/(9|0)\.png is a link in the archive.*--dereference"):
+        load_dataset("cifar10", tmp_path / "linked.tar.gz")
+
+
+def deep_images(gray):
+    """The same grey levels in each deeper format PIL hands back: (file suffix, PIL image)."""
+    from PIL import Image
+    return {"8-bit PNG": (".png", Image.fromarray(gray)),
+            "16-bit PNG": (".png", Image.fromarray(gray.astype(np.uint16) * 257)),
+            "16-bit PGM": (".pgm", Image.fromarray(gray.astype(np.uint16) * 257)),
+            "float TIFF": (".tif", Image.fromarray(gray.astype(np.float32) / 255)),
+            "32-bit integer TIFF": (".tif", Image.fromarray(gray.astype(np.int32) * 16843009))}
+
+
+@pytest.mark.parametrize("fmt", ["16-bit PNG", "16-bit PGM", "float TIFF", "32-bit integer TIFF"])
+def test_images_deeper_than_8_bits_give_the_8_bit_pixels_or_are_refused(fmt, tmp_path):
+    gray = np.arange(32 * 32, dtype=np.int64).reshape(32, 32).__mod__(256).astype(np.uint8)
+
+    def load_with(name):
+        write_image_folder_archive(tmp_path / f"{name}.tar")
+        tree = extracted(tmp_path / name, tmp_path / f"{name}.tar")
+        (tree / "train" / "airplane" / "0.png").unlink()
+        suffix, image = deep_images(gray)[name]
+        image.save(tree / "train" / "airplane" / f"0{suffix}")
+        return load_dataset("cifar10", tree)[0].images[0]
+    (tmp_path / "8-bit PNG").mkdir()
+    (tmp_path / fmt).mkdir()
+    expected = load_with("8-bit PNG")
+    if fmt == "32-bit integer TIFF":
+        with pytest.raises(UserError, match="is a 32-bit integer image"):
+            load_with(fmt)
+    else:
+        assert torch.equal(load_with(fmt), expected)

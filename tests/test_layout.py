@@ -8,9 +8,9 @@ from conftest import ROOT
 
 # README "Layout", bottom to top
 LAYERS = [
-    ["errors", "devices", "seeding", "datasets", "models", "far_neighbours", "hparams", "train_utils", "metrics",
+    ["errors", "devices", "seeding", "image_folder", "datasets", "models", "far_neighbours", "hparams", "train_utils", "metrics",
      "store"],
-    ["schema", "report"],
+    ["schema", "report", "api_checks"],
     ["anti_sample"],
     ["methods", "unsir"],
     ["experiment"],
