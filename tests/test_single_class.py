@@ -145,6 +145,48 @@ def test_help_explains_every_flag(script, flags):
     assert flags <= shown
 
 
+@pytest.mark.parametrize("script", ["single_class_unlearning", "multi_class_unlearning", "tune_unlearning"])
+def test_help_shows_the_values_that_will_be_used_never_none_or_a_python_repr(script):
+    """No "None" default and no Python reprs; each hyperparameter flag names its range and the
+    value the default model and data set (SmallCNN on mnist5k) use."""
+    import importlib
+
+    import hparams
+    module = importlib.import_module(script)
+    text = " ".join(module.get_args_parser().format_help().split())  # argparse wraps lines
+    assert "None" not in text and "['" not in text and "{2:" not in text
+    row = module.start_row("mnist5k", "SmallCNN", 30) if script == "tune_unlearning" else hparams.resolve(
+        "SmallCNN", "mnist", 30, multi_class=script.startswith("multi"))
+    options = text.split("options:", 1)[1]  # below the usage line: each flag's own entry
+
+    def entry(field):  # "--epochs N  epochs of ..." or "--convex-combination, --no-convex-combination  mix ..."
+        start = options.find(field.flags[0] + ("," if field.check.kind == "bool" else " "))
+        return options[start:start + 400] if start >= 0 else None
+    shown_fields = [field for field in hparams.FIELDS if entry(field) is not None]
+    assert {field.group for field in shown_fields} >= {"training", "ours"}
+    for field in shown_fields:
+        value = getattr(row, field.name)
+        shown = "none" if value is None else ("yes" if value is True else "no" if value is False else f"{value:g}")
+        ending = "" if field.check.kind == "bool" else " ("  # then the accepted range
+        assert f"SmallCNN on mnist5k at 30% uses: {shown}{ending}" in entry(field), field.name
+
+
+@pytest.mark.parametrize("script", ["single_class_unlearning", "tune_unlearning"])
+def test_print_config_prints_the_resolved_configuration_and_trains_nothing(script, tmp_path):
+    result = run_script(f"{script}.py", "--print-config", "--p", "0.5", "--forget-target", "none",
+                        "--cache-dir", tmp_path / "c", "--out", tmp_path / "r") if script != "tune_unlearning" else \
+        run_script(f"{script}.py", "--print-config", "--forget-target", "none", "--cache-dir", tmp_path / "c",
+                   "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert config["hparams"]["forget_target"] is None and config["out"] == str(tmp_path / "r")
+    if script != "tune_unlearning":
+        assert config["hparams"]["p"] == 0.5 and config["hparams"]["unlearn_epochs"] == 16  # the row, then the flag
+    else:
+        assert config["tuning_classes"] == [1, 5, 8] and config["hparams"]["unlearn_epochs"] == 5  # the paper's row
+    assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()
+
+
 def test_default_and_explicit_retain_percent_reuse_the_same_results(tmp_path):
     """The script's default (30) and --retain-percent 30 must key the same cached results."""
     import single_class_unlearning
