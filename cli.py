@@ -21,6 +21,7 @@ import torch
 
 import hparams
 import report
+import seeds
 import units
 from anti_sample import ForgetTargetWarning
 from datasets import DatasetSpec, get_dataset_spec
@@ -203,6 +204,20 @@ def guarded(prog: str, resumes: str, work: Callable[[], int]) -> int:
 # The unlearning scripts' main
 
 
+def title(config: RunConfig) -> str:
+    return f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}"
+
+
+def write_run(config: RunConfig, experiment, summary: dict[str, Any], forget_sets: list[list[int]]) -> None:
+    """A run's files in its --out: summary.json, summary.csv, comparison.md, plots, anti_samples.png."""
+    out = Path(config.out)
+    for notice in report.write_results(out, summary):
+        print(f"note: {notice}", file=sys.stderr)
+    if "anti_sample" in config.methods:
+        report.plot_anti_samples(*experiment.anti_sample_examples(forget_sets[0][0]), experiment.spec.mean,
+                                 experiment.spec.std, out / "anti_samples.png")
+
+
 def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, choose_units) -> int:
     """Parse flags, run every unit, write the results and print the table. `choose_units(args,
     spec)` gives the forget sets. Exit status 2 with a one-line message for anything the user
@@ -211,25 +226,39 @@ def main(parser: argparse.ArgumentParser, argv: list[str], multi_class: bool, ch
 
     def work() -> int:
         config = resolve_config(args, multi_class)
+        seed_list = seeds.parse_seeds(args.seeds, config.seed) if args.seeds is not None else None
+        if seed_list is not None:  # the first seed draws the forget sets every seed forgets
+            args.seed, config = seed_list[0], replace(config, seed=seed_list[0])
         if args.print_config:
-            print_config(config)
+            print_config(config, **({"seeds": seed_list} if seed_list else {}))
             return 0
         prepare_folders(config)
         forget_sets = choose_units(args, get_dataset_spec(config.dataset))
-        experiment, summary = run(config, forget_sets)
-        if summary is None:  # a torchrun rank other than 0: its share is saved in --out
+        if seed_list is None:
+            experiment, summary = run(config, forget_sets)
+            if summary is None:  # a torchrun rank other than 0: its share is saved in --out
+                return 0
+            write_run(config, experiment, summary, forget_sets)
+            for method in config.methods:
+                print(f"{title(config)}, {method} (accuracy on the test set, %):")
+                print(report.format_table(summary, method))
+            print(report.protocol_line(summary))
+            print(f"wrote summary.json, summary.csv, comparison.md and plots in {config.out}")
             return 0
-        out = Path(config.out)
-        for notice in report.write_results(out, summary):
+        summaries = seeds.run_seeds(config, forget_sets, seed_list,
+                                    lambda seed_config, experiment, summary: write_run(seed_config, experiment,
+                                                                                       summary, forget_sets))
+        if summaries is None:
+            return 0
+        top = seeds.over_seeds(summaries)
+        for notice in seeds.write_seed_results(Path(config.out), top):
             print(f"note: {notice}", file=sys.stderr)
-        if "anti_sample" in config.methods:
-            report.plot_anti_samples(*experiment.anti_sample_examples(forget_sets[0][0]), experiment.spec.mean,
-                                     experiment.spec.std, out / "anti_samples.png")
         for method in config.methods:
-            print(f"{config.dataset} / {config.model}, Unlearning-{config.retain_percent:g}, {method} "
-                  f"(accuracy on the test set, %):")
-            print(report.format_table(summary, method))
-        print(report.protocol_line(summary))
-        print(f"wrote summary.json, summary.csv, comparison.md and plots in {out}")
+            print(f"{title(config)}, {method} over seeds {','.join(map(str, seed_list))} (accuracy on the test set, "
+                  f"%; each seed's mean over its forget sets, then mean ± sample std over the seeds):")
+            print(report.format_seed_table(top, method))
+        print(report.protocol_line(summaries[seed_list[0]]))
+        print(f"wrote summary.json, comparison.md and retain_forget.png over the seeds in {config.out}, and each "
+              f"seed's files in {config.out}/seed_<seed>")
         return 0
     return guarded(parser.prog, "finished models and classes are saved, so the same command resumes from there", work)

@@ -126,6 +126,11 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
                           "model while they wait; ranks that finish early wait for the slowest)")
     run.add_argument("--mia", action=argparse.BooleanOptionalAction, default=True,
                      help="measure membership-inference efficacy (SVC fits; slow on full CIFAR-10)")
+    run.add_argument("--seeds", metavar="SEEDS", default=None,
+                     help="run the whole experiment once per seed: 100,101,102, or a count (3: --seed and the next "
+                          "two); each seed in <out>/seed_<seed> with its own files, and summary.json, comparison.md "
+                          "and retain_forget.png in --out over the seeds (mean ± sample std, n - 1; multi-class: "
+                          "the first seed's forget sets for all)")
 
     protocol = add_protocol_flags(parser)
     protocol.add_argument("--select", choices=SELECTIONS, default=None,

@@ -49,6 +49,35 @@ def format_table(summary: dict[str, Any], method: str) -> str:
     return "\n".join(lines)
 
 
+SEED_COLUMNS = [("unl retain", "unlearned_retain_test_acc", "mean"), ("unl forget", "unlearned_forget_test_acc", "mean"),
+                ("worst forget", "unlearned_forget_test_acc", "worst"), ("retr retain", "retrained_retain_test_acc", "mean"),
+                ("retr forget", "retrained_forget_test_acc", "mean"), ("seconds", "unlearn_seconds", "mean"),
+                ("epochs", "unlearn_epochs", "mean")]
+
+
+def format_seed_table(top: dict[str, Any], method: str) -> str:
+    """One method over several seeds (`seeds.over_seeds`): a line per seed (its mean over the forget
+    sets, and its worst set's forget accuracy), then mean ± sample std over the seeds."""
+    stats = top["over_seeds"][method]
+    lines = [f"{'seed':>16} " + " ".join(f"{title:>15}" for title, *_ in SEED_COLUMNS)]
+    for seed, by_method in top["per_seed"].items():
+        row = by_method[method]
+        lines.append(f"{seed:>16} " + " ".join(f"{_number(row[kind][name]):>15}" for _, name, kind in SEED_COLUMNS))
+
+    def over(name: str, kind: str) -> str:
+        if kind == "worst":
+            return _number(stats["worst"][name])
+        mean, std = stats["mean"][name], stats["std"][name]
+        return _number(mean) + ("" if std is None or mean is None else f" ± {std:.2f}")
+    label = f"mean ± std ({stats['n']})"
+    lines.append(f"{label:>16} " + " ".join(f"{over(name, kind):>15}" for _, name, kind in SEED_COLUMNS))
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def protocol_line(summary: dict[str, Any]) -> str:
     """How the models were chosen and unlearned, and the epochs kept, for under the table."""
     config, (_, rows) = summary["config"], rows_of(summary)
@@ -68,10 +97,11 @@ def protocol_line(summary: dict[str, Any]) -> str:
 # comparison.md and plots
 
 
-def comparison_markdown(summary: dict[str, Any]) -> str:
+def comparison_markdown(summary: dict[str, Any], spread: str | None = None) -> str:
     """One row per method, mean ± std of each compared metric over the forget sets (and, for a metric
     with a `worst_title`, the worst set's value beside it), the best of each column in bold; then the
-    retrained model as the reference (not a contender)."""
+    retrained model as the reference (not a contender). `spread` says what the mean and std are over
+    (default: the forget sets; `seeds.seed_view`: the seeds)."""
     by_method = summary["by_method"]
     # (title, metric, statistic) per column
     columns = [column for m in METRICS if m.better for column in
@@ -84,7 +114,8 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
 
     def cell(stats, name, statistic, bold):
         value = stats[statistic].get(name)
-        text = "-" if value is None else f"{value:.2f}" + (f" ± {stats['std'][name]:.2f}" if statistic == "mean" else "")
+        std = stats["std"].get(name) if statistic == "mean" else None
+        text = "-" if value is None else f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
         return f"**{text}**" if bold and value is not None and value == best.get((name, statistic)) else text
     lines = ["| method | " + " | ".join(title for title, *_ in columns) + " |", "|---|" + "---|" * len(columns)]
     for method, stats in by_method.items():
@@ -97,9 +128,9 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
             for _, m, statistic in columns) + " |")
     config = summary["config"]
     header = (f"# Method comparison: {config['dataset']} / {config['model']}, "
-              f"Unlearning-{config['retain_percent']:g}\n\nMean ± std over the forget sets "
-              f"({len(rows_of(summary)[1]) // len(by_method)}), and the worst set's forget accuracy (the set "
-              f"forgotten least); best of each column in bold. Higher is better "
+              f"Unlearning-{config['retain_percent']:g}\n\nMean ± std over "
+              f"{spread or f'the forget sets ({len(rows_of(summary)[1]) // len(by_method)})'}, and the worst "
+              f"set's forget accuracy (the set forgotten least); best of each column in bold. Higher is better "
               f"for retain accuracy, MIA efficacy and speed-up; lower for forget accuracy, gap and seconds. "
               f"The last row is the model retrained without the forget classes, the gold standard.\n\n")
     return header + "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ LAYERS = [
     ["anti_sample"],
     ["methods", "unsir"],
     ["experiment"],
-    ["distributed"],
+    ["distributed", "seeds"],
     ["tuning"],
     ["units", "flags", "cli"],
     ["single_class_unlearning", "multi_class_unlearning", "tune_unlearning", "toy_example"],
