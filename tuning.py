@@ -275,7 +275,8 @@ def open_study(storage: optuna.storages.RDBStorage, study_name: str, settings_ke
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS))
     study.set_user_attr("settings", settings_key)
     # seeded by the trials already there, so a resumed or second process does not repeat the first's draws
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    # (modulo 2^32: numpy's seed range, which --seed's largest values would leave after a few trials)
+    study.sampler = optuna.samplers.TPESampler(seed=(seed + len(study.get_trials(deepcopy=False))) % 2 ** 32)
     return study
 
 

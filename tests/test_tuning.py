@@ -276,3 +276,13 @@ def test_a_database_of_another_application_is_refused_not_written_to(tmp_path):
         assert [row[0] for row in connection.execute("select name from sqlite_master where type='table'")] == ["users"]
     tuning.open_storage(f"sqlite:///{tmp_path / 'study.db'}")  # a new file, and then an Optuna one, are taken
     tuning.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_the_largest_seed_still_seeds_the_sampler_of_a_resumed_study(tmp_path):
+    """The sampler's seed is the run's seed plus the trials already there; at --seed 2^32 - 1 that
+    left numpy's range after one trial."""
+    storage = tuning.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = tuning.open_study(storage, "s", "key", 2 ** 32 - 1)
+    study.enqueue_trial({"p": 0.5})
+    again = tuning.open_study(storage, "s", "key", 2 ** 32 - 1)  # one trial there: seed 2^32 without the modulo
+    assert again.sampler.sample_independent(again, again.ask(), "x", optuna.distributions.FloatDistribution(0, 1)) >= 0
