@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from api_checks import as_class_list, check_model, check_unlearn_inputs, model_device
+from api_checks import as_class_list, check_generators, check_model, check_unlearn_inputs, model_device
 from datasets import Split, as_split
 from devices import Stopwatch, resolve_device
 from errors import UserError
@@ -299,12 +299,7 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     check_model(model)
     device = resolve_device(device, "device") if device is not None else resolve_device(model_device(model),
                                                                                         "the model's device")
-    if generator is not None and not (isinstance(generator, torch.Generator) and generator.device.type == "cpu"):
-        raise UserError(f"generator: expected a torch.Generator on the CPU, got {generator!r}")
-    if noise_generator is not None and not (isinstance(noise_generator, torch.Generator)
-                                            and noise_generator.device.type == device.type):
-        raise UserError(f"noise_generator: expected a torch.Generator on {device} (the data's device), "
-                        f"got {noise_generator!r}")
+    check_generators(generator, noise_generator, device)
     model.to(device)
     forget, retain = as_split(forget, "forget", device), as_split(retain, "retain", device)
     pool = retain if pool is None else as_split(pool, "pool", device)

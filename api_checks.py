@@ -26,6 +26,17 @@ def check_model(model: nn.Module) -> None:
                         f"(for bf16 speed on CUDA, speed=Speed(bf16=True))")
 
 
+def check_generators(generator: Any, noise_generator: Any, device: torch.device) -> None:
+    """The shuffles' generator on the CPU, the anti-samples' on the data's device (either may be None)."""
+    def on(given: Any, device_type: str) -> bool:
+        return given is None or (isinstance(given, torch.Generator) and given.device.type == device_type)
+    if not on(generator, "cpu"):
+        raise UserError(f"generator: expected a torch.Generator on the CPU, got {generator!r}")
+    if not on(noise_generator, device.type):
+        raise UserError(f"noise_generator: expected a torch.Generator on {device} (the data's device), "
+                        f"got {noise_generator!r}")
+
+
 def as_class_list(forget_classes: Any) -> list[int] | None:
     """forget_classes as a list of ints: a class given alone, and numpy integers, are taken too."""
     if forget_classes is None:

@@ -41,7 +41,7 @@ def resolve_config(args: argparse.Namespace, multi_class: bool = False, kind: st
                    row: hparams.RunHparams | None = None, **fixed: Any) -> RunConfig:
     """The run's configuration from its flags. Hyperparameters: `row` (default: the model's row in
     hparams.py, then --hparams FILE), then each hyperparameter flag given. `kind` names the default
-    --out (`default_out`). `fixed`: RunConfig fields a script sets itself, for the flags it does not
+    --out (`results_folder`). `fixed`: RunConfig fields a script sets itself, for the flags it does not
     have (the tuner's: no checkpoint, no retrained models, no MIA, ...)."""
     spec = check_dataset(args)
     pretrained = resolve_pretrained(args.model, args.pretrained)  # also validates the model name
@@ -56,7 +56,7 @@ def resolve_config(args: argparse.Namespace, multi_class: bool = False, kind: st
     return RunConfig(
         dataset=args.dataset, model=args.model, retain_percent=float(args.retain_percent),  # 30 and 30.0: one key
         multi_class=multi_class, data_root=args.data_root, max_per_class=args.max_per_class,
-        device=str(device), seed=args.seed, out=args.out or default_out(args, kind or run_kind(args, multi_class)),
+        device=str(device), seed=args.seed, out=results_folder(args, multi_class, kind),
         cache_dir=args.cache_dir, checkpoint=flag("checkpoint"), retrain=flag("retrain"), pretrained=pretrained,
         progress=args.progress, dist_timeout_minutes=flag("dist_timeout_minutes"), mia=flag("mia"),
         methods=check_methods(flag("methods")), hparams=with_flags(row, args),
@@ -73,9 +73,10 @@ def run_kind(args: argparse.Namespace, multi_class: bool) -> str:
     return f"multi_class_k{k}"
 
 
-def default_out(args: argparse.Namespace, kind: str) -> str:
-    """The results folder when --out is not given: results/<dataset>/<model>/<kind>_<percent>."""
-    return f"results/{args.dataset}/{args.model}/{kind}_{args.retain_percent:g}"
+def results_folder(args: argparse.Namespace, multi_class: bool = False, kind: str | None = None) -> str:
+    """--out, or results/<dataset>/<model>/<kind>_<percent>, the kind by default `run_kind`'s."""
+    kind = kind or run_kind(args, multi_class)
+    return args.out or f"results/{args.dataset}/{args.model}/{kind}_{args.retain_percent:g}"
 
 
 def with_flags(row: hparams.RunHparams, args: argparse.Namespace) -> hparams.RunHparams:
@@ -86,7 +87,6 @@ def with_flags(row: hparams.RunHparams, args: argparse.Namespace) -> hparams.Run
         raise UserError(f"--lr {row.lr:g} x --unlearn-scale-lr {row.unlearn_scale_lr:g}, the unlearning learning rate, "
                         f"is beyond float32's range; give smaller values")
     return row
-
 
 
 def check_dataset(args: argparse.Namespace) -> DatasetSpec:

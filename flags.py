@@ -18,11 +18,9 @@ from hparams import AT_LEAST_ONE, POSITIVE, Check, Field
 from methods import METHODS
 from metrics import SELECT_FRACTION
 from models import list_models
-from seeding import DEFAULT_SEED
+from seeding import DEFAULT_SEED, SEED
 
 PERCENT = Check("float", lambda v: 0 < v <= 100, "a percentage in (0, 100]")
-# a seed every generator takes, Optuna's sampler (numpy) included
-SEED = Check("int", lambda v: 0 <= v < 2 ** 32, "a whole number in [0, 2^32)")
 
 
 def whole_number(text: str) -> int | str:

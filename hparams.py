@@ -122,8 +122,7 @@ class RunHparams:
 
     def __post_init__(self):
         """Types and ranges, so a row read from a file (`read_file`) is as safe as one from flags."""
-        check_fields(self, {f.name: f.check for f in FIELDS},
-                     normalise={f.name: f.normalise for f in FIELDS if f.normalise})
+        check_fields(self, _FIELD_CHECKS, normalise=_FIELD_NORMALISE)
         check_epoch_cap(self.forget_target, self.unlearn_epochs, self.max_unlearn_epochs,
                         "unlearn_epochs", "max_unlearn_epochs")
 
@@ -262,6 +261,8 @@ FIELDS: tuple[Field, ...] = (
           "ours", api="repair_epochs"),
 )
 FIELD_BY_NAME = {field.name: field for field in FIELDS}
+_FIELD_CHECKS = {field.name: field.check for field in FIELDS}  # RunHparams' checks, and its one spellings
+_FIELD_NORMALISE = {field.name: field.normalise for field in FIELDS if field.normalise}
 
 
 def check_fields(obj: Any, checks: dict[str, Check], what: str = "",

@@ -39,8 +39,8 @@ def forget_sets(args, spec: DatasetSpec) -> list[list[int]]:
     if args.forget_classes is not None:
         units.refuse_together(args, "--forget-classes", ["--num-forget-classes", "--draws"])
         return [units.check_forget_set(args.forget_classes, spec.num_classes)]
-    out = args.out or cli.default_out(args, cli.run_kind(args, multi_class=True))
-    return units.draw_forget_sets(units.num_forget_classes(args), args.draws, spec.num_classes, args.seed, out)
+    return units.draw_forget_sets(units.num_forget_classes(args), args.draws, spec.num_classes, args.seed,
+                                  cli.results_folder(args, multi_class=True))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -220,9 +220,15 @@ def write_results(out: Path, summary: dict[str, Any]) -> list[str]:
     write_json(out / "summary.json", summary)
     write_text(out / "summary.csv", summary_csv(summary))
     write_text(out / "comparison.md", comparison_markdown(summary))
+    return write_plots(out, {"retain_forget.png": lambda path: plot_retain_forget(summary, path),
+                             "forget_heatmap.png": lambda path: plot_forget_heatmap(*reversed(rows_of(summary)), path)})
+
+
+def write_plots(out: Path, plots: dict[str, Callable[[Path], None]]) -> list[str]:
+    """Each plot (file name -> drawing function) in `out`; one that fails is skipped, never costing the
+    results written before it: a line for each."""
     skipped = []
-    for name, plot in [("retain_forget.png", lambda path: plot_retain_forget(summary, path)),
-                       ("forget_heatmap.png", lambda path: plot_forget_heatmap(*reversed(rows_of(summary)), path))]:
+    for name, plot in plots.items():
         try:
             plot(out / name)
         except Exception as error:  # noqa: BLE001 - a plot must never cost the results already written

@@ -7,7 +7,11 @@ from typing import Any
 
 import torch
 
+from hparams import Check
+
 DEFAULT_SEED = 100  # docs/METHOD.md: torch seed 100
+# a seed every generator takes, Optuna's sampler (numpy) included
+SEED = Check("int", lambda v: 0 <= v < 2 ** 32, "a whole number in [0, 2^32)")
 
 
 def derived_seed(seed: int, *keys: Any) -> int:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distributed import run
-from errors import UserError, first_line
+from errors import UserError
 from experiment import Experiment, RunConfig
-from report import comparison_markdown, plot_retain_forget
+from report import comparison_markdown, plot_retain_forget, write_plots
 from schema import METRICS, ROWS_NAME
+from seeding import SEED
 from store import write_json, write_text
 
 STD_OVER_SEEDS = "sample standard deviation (n - 1) over the seeds of each seed's mean over its forget sets"
@@ -36,7 +37,7 @@ def parse_seeds(text: str, first: int) -> list[int]:
         values = list(range(first, first + values[0]))
     if not values or len(set(values)) != len(values):
         raise UserError(f"--seeds {text!r}: give each seed once")
-    bad = next((s for s in values if not 0 <= s < 2 ** 32), None)
+    bad = next((s for s in values if not SEED.accepts(s)), None)
     if bad is not None:
         raise UserError(f"--seeds: seed {bad} is not in [0, 2^32)")
     return values
@@ -57,9 +58,10 @@ def run_seeds(config: RunConfig, units: list[list[int]], seeds: list[int],
                         "run the seeds without --checkpoint, or one --seed with it")
     summaries = {}
     for seed in seeds:
-        experiment, summaries[seed] = run(seed_config(config, seed), units)
+        one = seed_config(config, seed)
+        experiment, summaries[seed] = run(one, units)
         if summaries[seed] is not None:
-            after_seed(seed_config(config, seed), experiment, summaries[seed])
+            after_seed(one, experiment, summaries[seed])
     return None if any(s is None for s in summaries.values()) else summaries
 
 
@@ -100,11 +102,7 @@ def seed_view(top: dict[str, Any]) -> dict[str, Any]:
 def write_seed_results(out: Path, top: dict[str, Any]) -> list[str]:
     """The top-level summary.json, comparison.md and retain_forget.png (error bars over the seeds) in
     `out`; a line for each plot that fails (after the summary is written)."""
+    view = seed_view(top)
     write_json(out / "summary.json", top)
-    n = len(top["seeds"])
-    write_text(out / "comparison.md", comparison_markdown(seed_view(top), spread=f"{n} seeds ({STD_OVER_SEEDS})"))
-    try:
-        plot_retain_forget(seed_view(top), out / "retain_forget.png")
-    except Exception as error:  # noqa: BLE001 - a plot must never cost the results already written
-        return [f"retain_forget.png skipped ({first_line(error)})"]
-    return []
+    write_text(out / "comparison.md", comparison_markdown(view, spread=f"{len(top['seeds'])} seeds ({STD_OVER_SEEDS})"))
+    return write_plots(out, {"retain_forget.png": lambda path: plot_retain_forget(view, path)})

@@ -10,7 +10,6 @@ on the embedded mnist5k digits.
 """
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -18,10 +17,8 @@ from tqdm.auto import tqdm
 
 import cli
 import flags
-import hparams
 import tuning
 import units
-from datasets import get_dataset_spec
 from devices import Stopwatch
 from distributed import DIST_TIMEOUT_MINUTES
 from experiment import Experiment, RunConfig
@@ -53,7 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     flags.add_protocol_flags(parser)
     flags.add_speed_flags(parser)
     where = flags.default_row_note(dataset_name, model_name, retain_data_percent)
-    default_row = start_row(dataset_name, model_name, retain_data_percent)
+    default_row = tuning.start_row(model_name, dataset_name, retain_data_percent)
     training = parser.add_argument_group("the tuning original model", "default: the model's row in hparams.py")
     flags.add_hparam_flags(training, ("training",), default_row, where)
     ours = parser.add_argument_group("unlearn until forgotten, and repair", "every trial runs with these (not "
@@ -62,17 +59,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def start_row(dataset: str, model: str, retain_percent: float) -> hparams.RunHparams:
-    """The first trial's hyperparameters (`tuning.start_row`), with the model's own training row."""
-    training = hparams.resolve(model, get_dataset_spec(dataset).hparams_as, retain_percent)
-    return replace(tuning.start_row(model, dataset, retain_percent), epochs=training.epochs, lr=training.lr,
-                   batch_size=training.batch_size)
-
-
 def resolve(args: argparse.Namespace) -> tuple[RunConfig, list[int]]:
     """The tuning run's config (the start row as its hyperparameters) and tuning classes."""
     spec = cli.check_dataset(args)
-    config = cli.resolve_config(args, kind="tuning", row=start_row(args.dataset, args.model, args.retain_percent),
+    config = cli.resolve_config(args, kind="tuning", row=tuning.start_row(args.model, args.dataset, args.retain_percent),
                                 checkpoint=None, retrain=False, mia=False, methods=["anti_sample"], select="last",
                                 dist_timeout_minutes=DIST_TIMEOUT_MINUTES)
     classes = units.check_classes(args.forget_classes if args.forget_classes is not None

@@ -53,8 +53,6 @@ DEFAULT_TUNING_CLASSES = 3  # forget classes each trial unlearns, spread over th
 HEARTBEAT_SECONDS = 10  # a trial whose process stops beating for 2x this is failed and retried
 STORAGE_ATTEMPTS = 6  # tries to open a storage that other processes are creating at the same moment
 PRUNER_STARTUP_TRIALS = 5  # trials that run to the end before the pruner compares
-MAX_SEARCHED_UNLEARN_EPOCHS = hparams.MAX_SEARCHED_UNLEARN_EPOCHS
-
 # The searched fields of hparams.RunHparams (their `search` in hparams.FIELDS): (kind, low, high, log
 # scale). Each range holds every row of the paper's tables; no_generated_data only matters with the
 # convex combination.
@@ -69,10 +67,13 @@ def default_classes(num_classes: int, count: int = DEFAULT_TUNING_CLASSES) -> li
 
 def start_row(model: str, dataset: str, retain_percent: float) -> hparams.RunHparams:
     """The first trial: the paper's row for (model, data set), else its ResNet18 row for the
-    data set's paper counterpart (mnist5k: MNIST). Never hparams.SMALL_CNN_ROW or another row of ours."""
+    data set's paper counterpart (mnist5k: MNIST). Never hparams.SMALL_CNN_ROW or another row of ours.
+    The tuning original model trains as the model's own row says (epochs, lr, batch size)."""
     paper_dataset = get_dataset_spec(dataset).hparams_as
     paper_model = model if (model, paper_dataset) in hparams.CONFIG_TABLE else "ResNet18"
-    return hparams.resolve(paper_model, paper_dataset, retain_percent)
+    training = hparams.resolve(model, paper_dataset, retain_percent)
+    return dataclasses.replace(hparams.resolve(paper_model, paper_dataset, retain_percent), epochs=training.epochs,
+                               lr=training.lr, batch_size=training.batch_size)
 
 
 def searched(row: hparams.RunHparams) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def score(retain_percent: list[float], forget_percent: list[float]) -> float:
     return sum(retain_percent) / len(retain_percent) if worst <= FORGET_TOLERANCE_PERCENT else -worst
 
 
-def step(class_index: int, epoch: int, epochs: int, span: int = MAX_SEARCHED_UNLEARN_EPOCHS) -> int:
+def step(class_index: int, epoch: int, epochs: int, span: int = hparams.MAX_SEARCHED_UNLEARN_EPOCHS) -> int:
     """Where epoch `epoch` of `epochs` (at most `span`) on the `class_index`-th tuning class is
     reported: by its share of the schedule, so the end of each class is the same step, span x (index
     + 1), in every trial, and no two epochs share a step. The pruner looks only there: trials are
@@ -143,8 +144,9 @@ class Tuner:
         """Steps per tuning class (`step`): the longest schedule any trial of the study can run."""
         base = self.experiment.config.hparams
         if base.forget_target is None:
-            return MAX_SEARCHED_UNLEARN_EPOCHS
-        return max(MAX_SEARCHED_UNLEARN_EPOCHS, hparams.epoch_cap(MAX_SEARCHED_UNLEARN_EPOCHS, base.max_unlearn_epochs))
+            return hparams.MAX_SEARCHED_UNLEARN_EPOCHS
+        return max(hparams.MAX_SEARCHED_UNLEARN_EPOCHS,
+                   hparams.epoch_cap(hparams.MAX_SEARCHED_UNLEARN_EPOCHS, base.max_unlearn_epochs))
 
     def unlearn_class(self, forget_class: int, params: AntiSampleParams,
                       after_epoch: Callable[[int, nn.Module], None] | None = None) -> tuple[nn.Module, UnlearnRecord]:

@@ -136,7 +136,7 @@ def test_a_killed_two_seed_run_resumes_and_ends_with_the_same_numbers(tmp_path):
         assert numbers(tmp_path / "r" / f"seed_{seed}" / "summary.json") == numbers(
             tmp_path / "clean" / f"seed_{seed}" / "summary.json")
     assert first_seed_unit.stat().st_mtime_ns == kept  # the finished seed's units were read back, not redone
-    over = {k: v for k, v in json.loads((tmp_path / "r" / "summary.json").read_text())["over_seeds"].items()}
+    over = json.loads((tmp_path / "r" / "summary.json").read_text())["over_seeds"]
     clean_over = json.loads((tmp_path / "clean" / "summary.json").read_text())["over_seeds"]
     timing = {m.name for m in METRICS if m.is_timing}
     for method, stats in over.items():

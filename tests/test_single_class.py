@@ -155,7 +155,8 @@ def test_help_shows_the_values_that_will_be_used_never_none_or_a_python_repr(scr
     module = importlib.import_module(script)
     text = " ".join(module.get_args_parser().format_help().split())  # argparse wraps lines
     assert "None" not in text and "['" not in text and "{2:" not in text
-    row = module.start_row("mnist5k", "SmallCNN", 30) if script == "tune_unlearning" else hparams.resolve(
+    import tuning
+    row = tuning.start_row("SmallCNN", "mnist5k", 30) if script == "tune_unlearning" else hparams.resolve(
         "SmallCNN", "mnist", 30, multi_class=script.startswith("multi"))
     options = text.split("options:", 1)[1]  # below the usage line: each flag's own entry
 
@@ -173,10 +174,9 @@ def test_help_shows_the_values_that_will_be_used_never_none_or_a_python_repr(scr
 
 @pytest.mark.parametrize("script", ["single_class_unlearning", "tune_unlearning"])
 def test_print_config_prints_the_resolved_configuration_and_trains_nothing(script, tmp_path):
-    result = run_script(f"{script}.py", "--print-config", "--p", "0.5", "--forget-target", "none",
-                        "--cache-dir", tmp_path / "c", "--out", tmp_path / "r") if script != "tune_unlearning" else \
-        run_script(f"{script}.py", "--print-config", "--forget-target", "none", "--cache-dir", tmp_path / "c",
-                   "--out", tmp_path / "r")
+    method_flags = [] if script == "tune_unlearning" else ["--p", "0.5"]  # the tuner searches p, it has no flag
+    result = run_script(f"{script}.py", "--print-config", *method_flags, "--forget-target", "none",
+                        "--cache-dir", tmp_path / "c", "--out", tmp_path / "r")
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     assert config["hparams"]["forget_target"] is None and config["out"] == str(tmp_path / "r")

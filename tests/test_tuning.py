@@ -106,9 +106,9 @@ def test_a_trial_that_forgets_ranks_above_every_trial_that_does_not():
 
 
 def test_steps_put_every_class_end_at_the_same_step():
-    for epochs in range(1, tuning.MAX_SEARCHED_UNLEARN_EPOCHS + 1):
+    for epochs in range(1, hparams.MAX_SEARCHED_UNLEARN_EPOCHS + 1):
         steps = [tuning.step(1, e, epochs) for e in range(1, epochs + 1)]
-        assert steps == sorted(set(steps)) and steps[-1] == 2 * tuning.MAX_SEARCHED_UNLEARN_EPOCHS
+        assert steps == sorted(set(steps)) and steps[-1] == 2 * hparams.MAX_SEARCHED_UNLEARN_EPOCHS
 
 
 def test_steps_of_a_schedule_up_to_the_span_never_share_a_step():
@@ -132,7 +132,7 @@ def test_with_a_forget_target_and_repair_trials_run_them_and_the_file_keeps_them
     assert status == 0
     assert phases and phases == ["unlearning", "repair"] * (len(phases) // 2)  # each class: unlearn, then repair
     for trial in study.get_trials(states=[optuna.trial.TrialState.COMPLETE]):  # every class end reported
-        assert all((i + 1) * tuning.MAX_SEARCHED_UNLEARN_EPOCHS in trial.intermediate_values for i in range(3))
+        assert all((i + 1) * hparams.MAX_SEARCHED_UNLEARN_EPOCHS in trial.intermediate_values for i in range(3))
     assert not [w for w in recwarn if "already reported" in str(w.message)]  # no two epochs on one step
     best = json.loads((tmp_path / "out" / "best_hparams.json").read_text())
     # a trial's unlearn_epochs above the cap of 6 raise it
