@@ -233,13 +233,14 @@ def forget_accuracies(model: nn.Module, forget: Split, classes: list[int]) -> di
 
 
 class UntilForgotten:
-    """The forget target as an `after_epoch` callback: after every epoch, each forget class's
-    accuracy on its forget samples; says stop at the first epoch from `params.epochs` on where the
-    worst class is at most `params.forget_target` (training's own cap is `params.epoch_cap`)."""
+    """A forget target as an `after_epoch` callback: after every epoch, each forget class's accuracy
+    on its forget samples; says stop at the first epoch from `epochs` on where the worst class is
+    at most `target` (%). Training's own epoch count is the cap. The baselines use it too
+    (methods.py, --baseline-forget-target)."""
 
-    def __init__(self, model: nn.Module, forget: Split, classes: list[int], params: AntiSampleParams,
-                 after_epoch: Callable[[int], None] | None):
-        self.model, self.forget, self.classes, self.params = model, forget, classes, params
+    def __init__(self, model: nn.Module, forget: Split, classes: list[int], epochs: int, target: float,
+                 after_epoch: Callable[[int], None] | None = None):
+        self.model, self.forget, self.classes, self.epochs, self.target = model, forget, classes, epochs, target
         self.after_epoch = after_epoch  # the caller's own, called first
         self.trace: list[float] = []
         self.last: dict[int, float] = {}
@@ -249,14 +250,16 @@ class UntilForgotten:
             self.after_epoch(epoch)
         self.last = forget_accuracies(self.model, self.forget, self.classes)
         self.trace.append(max(self.last.values()))
-        return epoch >= self.params.epochs and self.trace[-1] <= self.params.forget_target
+        return epoch >= self.epochs and self.trace[-1] <= self.target
 
-    def warn_if_missed(self) -> None:
+    def warn_if_missed(self, cap: str = "max_epochs", who: str = "") -> None:
+        """One ForgetTargetWarning if the last epoch left a class above the target (`cap`: the name
+        of the epoch cap reached; `who`: a prefix naming the method)."""
         worst = max(self.last, key=self.last.get)
-        if self.last[worst] > self.params.forget_target:
-            warnings.warn(f"forget target {self.params.forget_target:g}% not reached: class {worst} is at "
+        if self.last[worst] > self.target:
+            warnings.warn(f"{who}forget target {self.target:g}% not reached: class {worst} is at "
                           f"{self.last[worst]:.2f}% on its forget samples after {len(self.trace)} epochs "
-                          f"(max_epochs); the unlearned model is kept", ForgetTargetWarning, stacklevel=3)
+                          f"({cap}); the unlearned model is kept", ForgetTargetWarning, stacklevel=3)
 
 
 def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParams | None = None, *,
@@ -318,7 +321,7 @@ def unlearn(model: nn.Module, forget, retain, pool=None, params: AntiSampleParam
     if params.forget_target is None:  # the paper's fixed epochs
         until, epochs = None, params.epochs
     else:
-        until = UntilForgotten(model, forget, classes, params, after_epoch)
+        until = UntilForgotten(model, forget, classes, params.epochs, params.forget_target, after_epoch)
         epochs, each_epoch = params.epoch_cap, until
     with Stopwatch(device) as clock, torch.enable_grad():  # also when called under torch.no_grad()
         anti = anti_sample_set(forget, pool, params, noise_generator)

@@ -29,7 +29,7 @@ from devices import resolve_device
 from distributed import run
 from errors import UserError
 from experiment import RunConfig
-from methods import check_methods
+from methods import TARGETED_BASELINES, check_methods
 from models import resolve_pretrained
 from train_utils import NonFiniteLossError, Speed
 
@@ -62,7 +62,16 @@ def resolve_config(args: argparse.Namespace, multi_class: bool = False, kind: st
         methods=check_methods(flag("methods")), hparams=with_flags(row, args),
         unlearn_mode=args.unlearn_mode, neighbour_pool=args.neighbour_pool,
         select=flag("select") or ("last" if args.model in hparams.OUR_MODELS else "best-test"),
-        speed=resolve_speed(args, device))
+        speed=resolve_speed(args, device), baseline_forget_target=check_baseline_target(flag("baseline_forget_target"),
+                                                                                        flag("methods")))
+
+
+def check_baseline_target(target: float | None, methods: list[str]) -> float | None:
+    """--baseline-forget-target, refused when --methods has no baseline it applies to."""
+    if target is not None and not set(methods) & set(TARGETED_BASELINES):
+        raise UserError(f"--baseline-forget-target applies to {', '.join(TARGETED_BASELINES)}; --methods has none "
+                        f"of them (anti_sample's own target is --forget-target)")
+    return target
 
 
 def run_kind(args: argparse.Namespace, multi_class: bool) -> str:

@@ -39,6 +39,9 @@ NEIGHBOUR_POOLS = ["all", "subset"]  # far neighbours among all retain-class tra
 SELECTIONS = ["best-test", "last"]  # which epoch of the original and retrained models is kept
 # Resolved settings that do not change any number in the results (left out of fingerprints).
 NOT_AFFECTING_RESULTS = {"out", "classes", "progress", "cache_dir", "methods", "dist_timeout_minutes"}
+# Settings added after results were written: left out of the fingerprint at this default, so that
+# those results are still read.
+ADDED_LATER = {"baseline_forget_target": None}
 
 
 @dataclass
@@ -66,6 +69,7 @@ class RunConfig:
     neighbour_pool: str = "all"
     select: str = "best-test"
     speed: Speed = PLAIN
+    baseline_forget_target: float | None = None  # methods.UnlearnInputs.baseline_target
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +117,8 @@ class Experiment:
 
     def results_key(self) -> str:
         """A fingerprint of everything that changes a result: settings and inputs by content."""
-        settings = {k: v for k, v in self.config.to_dict().items() if k not in NOT_AFFECTING_RESULTS}
+        settings = {k: v for k, v in self.config.to_dict().items()
+                    if k not in NOT_AFFECTING_RESULTS and not (k in ADDED_LATER and v == ADDED_LATER[k])}
         settings["device"] = torch.device(self.config.device).type  # cuda:1 and cuda:0 agree
         settings["data_root"] = settings["checkpoint"] = None  # counted by content (self.inputs), wherever they are
         return store.fingerprint({**settings, **self.inputs})
@@ -230,7 +235,8 @@ class Experiment:
             anti_sample=self.anti_sample_params(), batch_size=c.hparams.batch_size,
             generator=make_generator(c.seed, "unlearn", forget_classes),
             device_generator=make_generator(c.seed, "anti", forget_classes, device=c.device),
-            progress=c.progress, make_model=self.new_scratch_model, speed=c.speed)
+            progress=c.progress, make_model=self.new_scratch_model, speed=c.speed,
+            baseline_target=c.baseline_forget_target)
 
     def unlearn(self, forget_classes: list[int], method: str) -> tuple[torch.nn.Module, float, MethodRecord | None]:
         """A copy of the original model after `method`, the seconds it took (retain-subset draw

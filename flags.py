@@ -15,12 +15,13 @@ from datasets import ARCHIVE_FORMATS, DATASETS, get_dataset_spec
 from distributed import DIST_TIMEOUT_MINUTES
 from experiment import NEIGHBOUR_POOLS, SELECTIONS
 from hparams import AT_LEAST_ONE, POSITIVE, Check, Field
-from methods import METHODS
+from methods import METHODS, TARGETED_BASELINES
 from metrics import SELECT_FRACTION
 from models import list_models
 from seeding import DEFAULT_SEED, SEED
 
 PERCENT = Check("float", lambda v: 0 < v <= 100, "a percentage in (0, 100]")
+TARGET_PERCENT = Check("float", lambda v: 0 <= v < 100, "a percentage in [0, 100)")
 
 
 def whole_number(text: str) -> int | str:
@@ -119,6 +120,12 @@ def get_args_parser(dataset: str, model: str, retain_percent: float, description
     run.add_argument("--methods", type=comma_list, default=["anti_sample"], metavar="NAMES",
                      help=f"comma-separated unlearning methods, run from the same original model "
                           f"and retain subset: {', '.join(METHODS)}")
+    run.add_argument("--baseline-forget-target", type=checked(TARGET_PERCENT), default=None, metavar="PERCENT",
+                     help=f"ours, off unless given: {', '.join(TARGETED_BASELINES)} run their reference epochs, "
+                          f"then on until every forget class's accuracy on its training samples is at most "
+                          f"PERCENT, {hparams.MAX_UNLEARN_EPOCHS} epochs in all at most, as anti_sample's own forget "
+                          f"target does (README \"Comparing methods\"); a comparison then need not set adaptive "
+                          f"against fixed compute")
     run.add_argument("--dist-timeout-minutes", type=checked(POSITIVE), default=DIST_TIMEOUT_MINUTES,
                      help="under torchrun: how long a rank waits for the others (rank 0 trains the original "
                           "model while they wait; ranks that finish early wait for the slowest)")

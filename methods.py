@@ -3,8 +3,11 @@
     METHODS["anti_sample"](model, inputs)   # ours (docs/METHOD.md): anti_sample.unlearn
     METHODS["unsir"](model, inputs)         # a baseline; see each function's docstring
 
-A method returns None, or a `MethodRecord` of what it decided itself (anti_sample with a forget
-target: the epochs it ran and its forget-accuracy trace).
+A method returns None, or a `MethodRecord` of what it decided itself (with a forget target: the
+epochs it ran and its forget-accuracy trace). The baselines that train for epochs (finetune, neggrad,
+random_label, bad_teacher, salun) take one too, `inputs.baseline_target` (--baseline-forget-target,
+ours, off by default): their reference epochs, then on until forgotten, as anti_sample's target does,
+so that a comparison need not set adaptive compute against fixed compute.
 
 Every method sees the same original model, the same retain subset, the forget classes'
 training samples, the same seed and the same speed options, so their rows in a summary compare
@@ -21,9 +24,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from anti_sample import AntiSampleParams, unlearn
+from anti_sample import AntiSampleParams, UntilForgotten, unlearn
 from datasets import Split
 from errors import UserError
+from hparams import epoch_cap
 from train_utils import PLAIN, Speed, TrainParams, optimise, train
 from unsir import PRESETS, unsir_unlearn
 
@@ -64,6 +68,9 @@ class UnlearnInputs:
     progress: bool
     make_model: Callable[[], nn.Module]  # a fresh, randomly initialised model of the same kind
     speed: Speed = PLAIN  # how training steps run (CUDA options), for every method
+    # the epoch-based baselines' forget target (%): None, their reference epochs; else on from there
+    # until every forget class is at most this on its forget samples, hparams.epoch_cap epochs at most
+    baseline_target: float | None = None
 
     @property
     def forget(self) -> Split:
@@ -81,6 +88,27 @@ class MethodRecord:
     epochs: int  # epochs run on the forget objective (anti_sample: on retain data + anti-samples)
     forget_trace: list[float]  # after each epoch, the worst forget class's accuracy on its forget samples (%)
 
+
+class BaselineEpochs:
+    """An epoch-based baseline's schedule: its reference epochs, or with `inputs.baseline_target`
+    the cap, stopped by `until` (an `UntilForgotten`, the training's `after_epoch`). `record(epochs_run)`
+    is what the method returns (None without a target)."""
+
+    def __init__(self, name: str, model: nn.Module, inputs: UnlearnInputs):
+        self.name, p, target = name, BASELINES[name], inputs.baseline_target
+        self.until = None if target is None else UntilForgotten(model, inputs.forget, inputs.forget_classes,
+                                                                 p.epochs, target)
+        self.epochs = p.epochs if target is None else epoch_cap(p.epochs, None)
+
+    def record(self, epochs_run: int) -> MethodRecord | None:
+        if self.until is None:
+            return None
+        self.until.warn_if_missed(cap=f"the cap, {self.epochs}", who=f"{self.name}: ")
+        return MethodRecord(epochs_run, self.until.trace)
+
+
+# the baselines that train for epochs, and so take --baseline-forget-target
+TARGETED_BASELINES = [name for name, p in BASELINES.items() if p.epochs]
 
 METHODS: dict[str, Callable[[nn.Module, UnlearnInputs], MethodRecord | None]] = {}
 
@@ -121,20 +149,22 @@ def unsir(model: nn.Module, inputs: UnlearnInputs) -> None:
 
 
 @register_method("finetune")
-def finetune(model: nn.Module, inputs: UnlearnInputs) -> None:
+def finetune(model: nn.Module, inputs: UnlearnInputs) -> MethodRecord | None:
     """Fine-tune on the retain subset alone: forgetting by catastrophic interference."""
-    p = BASELINES["finetune"]
-    train(model, inputs.retain, TrainParams(p.epochs, p.lr, inputs.batch_size), inputs.generator,
-          phase="finetune", progress=inputs.progress, speed=inputs.speed)
+    p, schedule = BASELINES["finetune"], BaselineEpochs("finetune", model, inputs)
+    return schedule.record(train(model, inputs.retain, TrainParams(schedule.epochs, p.lr, inputs.batch_size),
+                                 inputs.generator, phase="finetune", progress=inputs.progress, speed=inputs.speed,
+                                 after_epoch=schedule.until))
 
 
 @register_method("neggrad")
-def neggrad(model: nn.Module, inputs: UnlearnInputs) -> None:
+def neggrad(model: nn.Module, inputs: UnlearnInputs) -> MethodRecord | None:
     """NegGrad+ (Kurmanji et al., NeurIPS 2023, SCRUB's code): alpha * CE(retain) - (1 - alpha) *
     CE(forget), on a retain and a forget minibatch per step, model in eval mode, 10 epochs, alpha
     0.95. Ours: Adam at 1e-3 (SCRUB: SGD at 0.01) and no L2 penalty to the original weights (its
     weight is not given); README "Methods"."""
     p, retain, forget = BASELINES["neggrad"], inputs.retain, inputs.forget
+    schedule = BaselineEpochs("neggrad", model, inputs)
     forget_index = torch.randint(0, len(forget), (len(retain),), generator=inputs.generator).to(retain.labels.device)
 
     forward = inputs.speed.forward(model)
@@ -144,26 +174,30 @@ def neggrad(model: nn.Module, inputs: UnlearnInputs) -> None:
         retain_loss = nn.functional.cross_entropy(forward(retain.images[index]), retain.labels[index])
         forget_loss = nn.functional.cross_entropy(forward(forget.images[f]), forget.labels[f])
         return p.retain_weight * retain_loss - (1 - p.retain_weight) * forget_loss
-    optimise(model, len(retain), TrainParams(p.epochs, p.lr, inputs.batch_size, eval_mode=True), batch_loss,
-             inputs.generator, retain.images.device, "neggrad", inputs.progress, speed=inputs.speed)
+    return schedule.record(optimise(model, len(retain), TrainParams(schedule.epochs, p.lr, inputs.batch_size,
+                                                                    eval_mode=True), batch_loss, inputs.generator,
+                                    retain.images.device, "neggrad", inputs.progress, speed=inputs.speed,
+                                    after_epoch=schedule.until))
 
 
 @register_method("random_label")
-def random_label(model: nn.Module, inputs: UnlearnInputs) -> None:
+def random_label(model: nn.Module, inputs: UnlearnInputs) -> MethodRecord | None:
     """Forget samples relabelled with random other classes, mixed with the retain subset
     (Golatkar et al., CVPR 2020; Fan et al.'s "RL")."""
-    p, forget = BASELINES["random_label"], inputs.forget
+    p, forget, schedule = BASELINES["random_label"], inputs.forget, BaselineEpochs("random_label", model, inputs)
     data = Split.join(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
-    train(model, data, TrainParams(p.epochs, p.lr, inputs.batch_size), inputs.generator,
-          phase="random_label", progress=inputs.progress, speed=inputs.speed)
+    return schedule.record(train(model, data, TrainParams(schedule.epochs, p.lr, inputs.batch_size), inputs.generator,
+                                 phase="random_label", progress=inputs.progress, speed=inputs.speed,
+                                 after_epoch=schedule.until))
 
 
 @register_method("bad_teacher")
-def bad_teacher(model: nn.Module, inputs: UnlearnInputs) -> None:
+def bad_teacher(model: nn.Module, inputs: UnlearnInputs) -> MethodRecord | None:
     """Chundawat et al., AAAI 2023: distil from the original model (competent teacher) on
     retain data and from a randomly initialised model (incompetent teacher) on forget data,
     KL divergence at temperature T."""
     p, retain, forget = BASELINES["bad_teacher"], inputs.retain, inputs.forget
+    schedule = BaselineEpochs("bad_teacher", model, inputs)
     competent, incompetent = _frozen_copy(model), inputs.make_model().eval()
     data = Split.join(retain, forget)
     is_forget = torch.cat([torch.zeros(len(retain)), torch.ones(len(forget))]).bool().to(data.labels.device)
@@ -176,8 +210,9 @@ def bad_teacher(model: nn.Module, inputs: UnlearnInputs) -> None:
         return nn.functional.kl_div((forward(x) / temperature).log_softmax(1),
                                     (target / temperature).log_softmax(1), log_target=True,
                                     reduction="batchmean")
-    optimise(model, len(data), TrainParams(p.epochs, p.lr, inputs.batch_size), batch_loss,
-             inputs.generator, data.images.device, "bad_teacher", inputs.progress, speed=inputs.speed)
+    return schedule.record(optimise(model, len(data), TrainParams(schedule.epochs, p.lr, inputs.batch_size),
+                                    batch_loss, inputs.generator, data.images.device, "bad_teacher",
+                                    inputs.progress, speed=inputs.speed, after_epoch=schedule.until))
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -221,7 +256,7 @@ def ssd(model: nn.Module, inputs: UnlearnInputs) -> None:
 
 
 @register_method("salun")
-def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
+def salun(model: nn.Module, inputs: UnlearnInputs) -> MethodRecord | None:
     """SalUn (Fan et al., ICLR 2024): a mask of the weights with the largest forget-loss
     gradient magnitude (the top `mask_fraction`), then random-label unlearning that updates
     only those weights."""
@@ -236,5 +271,7 @@ def salun(model: nn.Module, inputs: UnlearnInputs) -> None:
     threshold = magnitudes.kthvalue(max(1, int((1 - p.mask_fraction) * len(magnitudes)))).values
     mask = {name: (g >= threshold).float() for name, g in gradients.items()}
     data = Split.join(inputs.retain, Split(forget.images, inputs.random_labels(forget.labels)))
-    train(model, data, TrainParams(p.epochs, p.lr, inputs.batch_size), inputs.generator,
-          phase="salun", progress=inputs.progress, grad_mask=mask, speed=inputs.speed)
+    schedule = BaselineEpochs("salun", model, inputs)
+    return schedule.record(train(model, data, TrainParams(schedule.epochs, p.lr, inputs.batch_size), inputs.generator,
+                                 phase="salun", progress=inputs.progress, grad_mask=mask, speed=inputs.speed,
+                                 after_epoch=schedule.until))

@@ -64,6 +64,7 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, list[int]]:
     spec = cli.check_dataset(args)
     config = cli.resolve_config(args, kind="tuning", row=tuning.start_row(args.model, args.dataset, args.retain_percent),
                                 checkpoint=None, retrain=False, mia=False, methods=["anti_sample"], select="last",
+                                baseline_forget_target=None,
                                 dist_timeout_minutes=DIST_TIMEOUT_MINUTES)
     classes = units.check_classes(args.forget_classes if args.forget_classes is not None
                                   else tuning.default_classes(spec.num_classes), spec.num_classes, "--forget-classes")

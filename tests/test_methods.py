@@ -12,7 +12,7 @@ import methods
 import schema
 import single_class_unlearning
 from cli import resolve_config
-from conftest import METRIC_NAMES, run_script
+from conftest import METRIC_NAMES, run_main, run_script
 from experiment import Experiment
 from far_neighbours import farthest_retain_indices
 from methods import METHODS
@@ -71,6 +71,61 @@ def test_each_method_trains_with_the_speed_options(method, experiment, monkeypat
     inputs = dataclasses.replace(experiment.unlearn_inputs([3]), speed=Speed(fused_adam=True, cuda_graph=True))
     METHODS[method](model, inputs)
     assert fused and all(fused), f"{method}: optimisers built with fused={fused}"
+
+
+def scripted_forget_accuracy(monkeypatch, trace):
+    """Every forget-target check reads the next value of `trace` (%), whatever the model does."""
+    values = iter(trace)
+    monkeypatch.setattr(anti_sample, "forget_accuracies", lambda model, forget, classes: {c: next(values) for c in classes})
+
+
+@pytest.mark.parametrize("method", methods.TARGETED_BASELINES)
+@pytest.mark.slow
+def test_a_baseline_forget_target_runs_the_reference_epochs_then_on_until_forgotten(method, experiment, monkeypatch):
+    """--baseline-forget-target: never fewer than the reference epochs, stop at the first epoch from
+    there at or under the target, and one continuous run (the same weights as that many fixed epochs)."""
+    reference = methods.BASELINES[method].epochs
+    trace = [0.0] * (reference - 1) + [50.0, 0.4]  # under the target before the reference epochs end: go on
+    scripted_forget_accuracy(monkeypatch, trace + [0.0] * 40)
+    until = experiment.model_from(experiment.original.state)
+    record = METHODS[method](until, dataclasses.replace(experiment.unlearn_inputs([3]), baseline_target=0.5))
+    assert (record.epochs, record.forget_trace) == (reference + 1, trace)
+    monkeypatch.setitem(methods.BASELINES, method, dataclasses.replace(methods.BASELINES[method], epochs=reference + 1))
+    fixed = experiment.model_from(experiment.original.state)
+    assert METHODS[method](fixed, experiment.unlearn_inputs([3])) is None  # no target: as the reference runs it
+    for name, weights in until.state_dict().items():
+        assert torch.equal(weights, fixed.state_dict()[name]), name
+
+
+def test_a_missed_baseline_target_warns_at_the_cap_and_keeps_the_model(experiment, monkeypatch):
+    monkeypatch.setattr(methods, "epoch_cap", lambda epochs, cap: epochs + 1)
+    scripted_forget_accuracy(monkeypatch, [40.0] * 10)
+    with pytest.warns(anti_sample.ForgetTargetWarning) as caught:
+        record = METHODS["bad_teacher"](experiment.model_from(experiment.original.state),
+                                        dataclasses.replace(experiment.unlearn_inputs([3]), baseline_target=0.5))
+    assert record.epochs == methods.BASELINES["bad_teacher"].epochs + 1 == len(record.forget_trace)
+    assert [str(w.message) for w in caught] == [
+        "bad_teacher: forget target 0.5% not reached: class 3 is at 40.00% on its forget samples after 2 epochs "
+        "(the cap, 2); the unlearned model is kept"]
+
+
+def test_results_written_before_the_baseline_target_existed_keep_their_fingerprint(experiment, monkeypatch):
+    """Without --baseline-forget-target the results key is that of a config without the field, so
+    unit files written before it existed are still read; with it, the key changes."""
+    key = experiment.results_key()
+    targeted = copy.copy(experiment)
+    targeted.config = dataclasses.replace(experiment.config, baseline_forget_target=0.5)
+    assert targeted.results_key() != key
+    monkeypatch.setattr(type(experiment.config), "to_dict", lambda config: {
+        k: v for k, v in dataclasses.asdict(config).items() if k != "baseline_forget_target"})
+    assert experiment.results_key() == key
+
+
+def test_the_baseline_forget_target_needs_a_baseline_it_applies_to(capsys, tmp_path):
+    code, err = run_main("single_class_unlearning", ["--baseline-forget-target", "0.5", "--methods", "anti_sample,ssd",
+                                                     "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert "--baseline-forget-target applies to finetune, neggrad, random_label, bad_teacher, salun; --methods" in err
 
 
 def batchnorm_buffers(model):
