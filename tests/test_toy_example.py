@@ -8,21 +8,35 @@ from datasets import Split
 
 
 @pytest.mark.slow
-def test_both_methods_forget_class_0_and_anti_samples_keep_the_rest_over_three_seeds():
-    results = [toy_example.run_toy_comparison(seed) for seed in range(3)]
+def test_over_ten_seeds_unsir_loses_a_retain_class_at_most_seeds_and_anti_samples_at_none():
+    """The paper's point (its one run: UNSIR 66.67 % retain, anti-samples 95.0 %), which one seed
+    can hide: at seed 0 UNSIR keeps 93.33 %. Measured 2026-12-02 (seeds 0-9): UNSIR 70.17 % retain
+    with a retain class under 50 % at 7 seeds; anti-samples 95.33 %, none lost, forget 0 % at 8 seeds."""
+    table = toy_example.compare_over_seeds(toy_example.DEFAULT_SEEDS)
+    print("\n" + toy_example.format_table(table, toy_example.DEFAULT_SEEDS))
 
     def mean(model, part):
-        return sum(r.accuracy[model][part] for r in results) / len(results)
-    print(f"\nanti_sample: retain {mean('anti_sample', 'retain'):.2f} forget {mean('anti_sample', 'forget'):.2f}; "
-          f"UNSIR: retain {mean('unsir', 'retain'):.2f} forget {mean('unsir', 'forget'):.2f} "
-          f"(test %, mean of 3 seeds)")
-    assert mean("original", "forget") > 90
-    assert mean("anti_sample", "retain") >= 85
-    assert mean("anti_sample", "forget") <= 5
-    # UNSIR forgets too (its retain accuracy is printed above): 2026-11-27, seeds 0-2 left 0, 0 and
-    # 20 % (4 of the 20 test points of class 0), so the median, not the mean, is held to 5 %
-    assert sorted(r.accuracy["unsir"]["forget"] for r in results)[1] <= 5
-    assert mean("unsir", "forget") <= 10
+        return sum(table[model][part]) / len(table[model][part])
+
+    def lost(model):
+        return sum(value < toy_example.LOST_BELOW for value in table[model]["lowest_retain_class"])
+    assert len(toy_example.DEFAULT_SEEDS) >= 10
+    assert mean("original", "forget") > 90 and lost("original") == 0
+    assert mean("anti_sample", "retain") >= 90 and lost("anti_sample") == 0
+    assert sum(value == 0 for value in table["anti_sample"]["forget"]) >= 7
+    assert mean("unsir", "retain") <= 80 and lost("unsir") >= 5
+    assert mean("anti_sample", "retain") >= mean("unsir", "retain") + 15
+
+
+@pytest.mark.slow
+def test_the_forget_target_forgets_where_the_papers_one_epoch_did_not():
+    """Seed 6: one epoch leaves 60 % of class 0's test points (measured 2026-12-02); the target goes on."""
+    import dataclasses
+    one_epoch = toy_example.run_toy_comparison(6).accuracy["anti_sample"]["forget"]
+    params = dataclasses.replace(toy_example.ANTI_SAMPLE, forget_target=0.5)
+    with pytest.warns(UserWarning):  # measured: it stops at the 30-epoch cap with class 0 above 0.5 % on train
+        target = toy_example.run_toy_comparison(6, anti_sample_params=params).accuracy["anti_sample"]["forget"]
+    assert one_epoch >= 25 and target <= one_epoch - 25
 
 
 def test_blobs_follow_the_paper():
@@ -65,6 +79,7 @@ def test_the_script_prints_both_methods_over_the_seeds_and_saves_the_figure(tmp_
     lines = capsys.readouterr().out.splitlines()
     assert "over seeds [0, 1]" in lines[0]
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:5]}
-    assert set(rows) == {"original", "unsir", "anti_sample"} and all(len(cells) == 6 for cells in rows.values())
-    assert float(rows["anti_sample"][3]) == 0.0  # forgotten at both seeds (the three-seed test above)
+    # retain "mean ± std", forget "mean ± std", worst forget, seeds that lost a retain class
+    assert set(rows) == {"original", "unsir", "anti_sample"} and all(len(cells) == 8 for cells in rows.values())
+    assert float(rows["anti_sample"][3]) == 0.0 and rows["anti_sample"][7] == "0/2"  # forgotten, nothing lost
     assert (tmp_path / "toy.png").read_bytes()[:4] == b"\x89PNG"
