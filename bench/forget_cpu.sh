@@ -5,9 +5,14 @@
 # CIFAR-10 Unlearning-30 row given as flags (with --forget-target none --repair-epochs 0: SmallCNN's
 # own default has a target and a repair epoch), classes 1, 3, 6 and 8 with their retrained models.
 # The models are trained once (the first variant) and read from the cache by the others.
-#     bash bench/forget_cpu.sh                    # every variant, about an hour on 2 cores
+# Every variant runs once per seed ($SEEDS: a count from seed 100, or a list; default 3) in
+# $OUT/<variant>/seed_<seed>, with the statistics over the seeds in $OUT/<variant>/summary.json.
+#     bash bench/forget_cpu.sh                    # every variant
 #     bash bench/forget_cpu.sh paper target       # only the variants named
+#     SEEDS=1 bash bench/forget_cpu.sh paper      # one seed (100)
 # Variants: paper (5 epochs), target (--forget-target 0.5), target_repair (and --repair-epochs 1),
+# baselines (the seven baselines at their reference settings, issue 22's comparison),
+# baselines_target (the five that train for epochs, with --baseline-forget-target 0.5),
 # g1500 (PReMI's anti-sample share),
 # tuned (the row tune_unlearning.py finds for this model in $TUNE_SECONDS, tuned first if $OUT/tuning
 # lacks it), tuned_target (that row with --forget-target 0.5), tuned_with_target (the row the tuner
@@ -20,10 +25,11 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 ARCHIVE="${ARCHIVE:-../shared/data/cifar10-jpeg.tar.gz}"
 CLASSES="${CLASSES:-1,3,6,8}"
 TUNE_SECONDS="${TUNE_SECONDS:-1200}"
+SEEDS="${SEEDS:-3}"
 mkdir -p "$OUT"
 COMMON=(--dataset cifar10 --data-root "$ARCHIVE" --model SmallCNN --epochs 15 --device cpu --no-progress
         --cache-dir "$OUT/checkpoints" ${EXTRA_FLAGS:-})
-RUNS=(--select best-test --no-mia)  # the unlearning scripts' (the tuner keeps its last epoch and has no MIA)
+RUNS=(--select best-test --no-mia --seeds "$SEEDS")  # the unlearning scripts' (the tuner keeps its last epoch and has no MIA)
 PAPER_ROW=(--unlearn-scale-lr 2.2 --local-variance 5 --size-multiplier 1 --p 0.95 --tail-randomized 20
            --anti-samples-per-class 500 --convex-combination --unlearn-epochs 5 --forget-target none --repair-epochs 0)
 MULTI_ROW=(--unlearn-epochs 2 --unlearn-scale-lr 1 --local-variance 5 --size-multiplier 1 --p 0.95
@@ -31,7 +37,9 @@ MULTI_ROW=(--unlearn-epochs 2 --unlearn-scale-lr 1 --local-variance 5 --size-mul
 SINGLE=("$PYTHON" single_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --forget-classes "$CLASSES")
 MULTI=("$PYTHON" multi_class_unlearning.py "${COMMON[@]}" "${RUNS[@]}" --num-forget-classes 2 --draws 2 "${MULTI_ROW[@]}")
 status=0
-KNOWN=(paper target target_repair g1500 tuned tuned_target tuned_with_target multi_paper multi_target)
+BASELINES=unsir,finetune,neggrad,random_label,bad_teacher,ssd,salun
+TARGETED=finetune,neggrad,random_label,bad_teacher,salun
+KNOWN=(paper target target_repair baselines baselines_target g1500 tuned tuned_target tuned_with_target multi_paper multi_target)
 
 tune() {  # tune DIR [flags]: the tuner's row in DIR/best_hparams.json, unless it is there already
     local dir=$1; shift
@@ -48,6 +56,8 @@ for variant in "${VARIANTS[@]}"; do
         paper) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}") ;;
         target) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5) ;;  # the last flag wins
         target_repair) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --forget-target 0.5 --repair-epochs 1) ;;
+        baselines) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --methods "$BASELINES") ;;
+        baselines_target) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --methods "$TARGETED" --baseline-forget-target 0.5) ;;
         g1500) cmd=("${SINGLE[@]}" "${PAPER_ROW[@]}" --anti-samples-per-class 1500) ;;
         tuned_target) cmd=("${SINGLE[@]}" --hparams "$OUT/tuning/best_hparams.json" --forget-target 0.5 --repair-epochs 0) ;;
         tuned)

@@ -2,11 +2,13 @@
 import json
 import re
 import statistics
+import subprocess
+import sys
 
 import pytest
 
 import seeds
-from conftest import numbers, run_main, run_script
+from conftest import ROOT, numbers, run_main, run_script
 from errors import UserError
 from schema import METRIC_NAMES, METRICS
 
@@ -86,6 +88,16 @@ def test_each_seed_is_a_whole_run_of_its_own_and_the_top_summary_is_over_them(tm
     assert "Mean ± std over 2 seeds (sample standard deviation (n - 1)" in (out / "comparison.md").read_text()
     assert (out / "retain_forget.png").read_bytes()[:4] == b"\x89PNG"
     assert "mean ± std (2)" in result.stdout
+    table = subprocess.run([sys.executable, "bench/forget_table.py", str(tmp_path), "r"], cwd=ROOT,
+                           capture_output=True, text=True)  # bench/forget_cpu.sh's table of such a run
+    assert table.returncode == 0, table.stderr
+    line = next(line for line in table.stdout.splitlines() if line.startswith("| r | finetune | 2 |"))
+    stats, forget = top["over_seeds"]["finetune"], "unlearned_forget_test_acc"
+    rows = [(r[forget], r["forget_class"], seed) for seed in (100, 101) for r in per_seed[seed]["per_class"]
+            if r["method"] == "finetune"]
+    worst, worst_class, worst_seed = max(rows, key=lambda r: r[0])
+    assert f"| {stats['mean'][forget]:.2f} ± {stats['std'][forget]:.2f} | **{worst:.2f}** (class {worst_class}, seed " \
+           f"{worst_seed}) |" in line, line
     again = run_script("single_class_unlearning.py", *TINY, "--seeds", "2", "--forget-classes", "0,3", "--methods",
                        "anti_sample,finetune", "--out", out, "--cache-dir", tmp_path / "c")
     assert again.returncode == 0, again.stderr  # every seed's units read back: the same numbers
