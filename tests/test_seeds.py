@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import seeds
-from conftest import ROOT, numbers, run_main, run_script
+from conftest import ROOT, TIMINGS, numbers, run_main, run_script, started
 from errors import UserError
 from schema import METRIC_NAMES, METRICS
 
@@ -122,11 +122,8 @@ def test_a_killed_two_seed_run_resumes_and_ends_with_the_same_numbers(tmp_path):
     """Killed while the second seed runs: the first seed's folder is finished and kept, the rerun
     completes the second, and every number equals an uninterrupted run's."""
     import signal
-    import subprocess
-    import sys
     import time
 
-    from conftest import ROOT, started
     flags = [*TINY, "--seeds", "2", "--forget-classes", "0,3"]
     clean = run_script("single_class_unlearning.py", *flags, "--out", tmp_path / "clean", "--cache-dir", tmp_path / "c0")
     assert clean.returncode == 0, clean.stderr
@@ -155,3 +152,4 @@ def test_a_killed_two_seed_run_resumes_and_ends_with_the_same_numbers(tmp_path):
         for statistic in ("mean", "worst"):
             assert {k: v for k, v in stats[statistic].items() if k not in timing} == {
                 k: v for k, v in clean_over[method][statistic].items() if k not in timing}
+
