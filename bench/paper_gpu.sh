@@ -2,18 +2,24 @@
 # The paper's CIFAR-10 ResNet18 single-class runs for all 10 classes on one CUDA GPU, with the
 # authors' protocol (the entry script's defaults: eval-mode unlearning, far neighbours among all
 # 45,000 retain-class images, best-test model selection), from random weights (--no-pretrained:
-# the device has no internet), and retrained models for classes 3 and 8. Two parts, each one
+# the device has no internet), and retrained models for classes 3 and 8. Three parts, each one
 # device call of under 6 minutes:
 #   PART=1 (default): trains the original and the two retrained models, Unlearning-30 as published
 #                     (about 3 minutes on an H200);
 #   PART=2: Unlearning-30 with --forget-target 0.5, and Unlearning-100 with and without it, all 10
 #           classes (issue 20). It reuses PART=1's models when the machine is still warm (they are in
 #           $WORK, default .gpu_work/, git-ignored), else trains them again (about 1.5 minutes).
+#   PART=3: issue 22's method comparison at the paper's size: every method of --methods (anti_sample
+#           with the paper's row and the seven baselines at their reference settings), then
+#           anti_sample with --forget-target 0.5 --repair-epochs 1, classes 3 and 8 with their
+#           retrained models, seeds 100 and 101 (seed 100's models from PART=1 when warm); what
+#           finishes in the time limits is kept (summary_compare*.json, comparison_compare*.md).
 #
 # Run from the repository root, with the CIFAR-10 archive copied to .data/ (git-ignored):
 #     mkdir -p .data && cp ../shared/data/cifar10-jpeg.tar.gz .data/
 #     bash bench/paper_gpu.sh && PART=2 bash bench/paper_gpu.sh   # with the device tool, carry [".data"]
-#     DRY_RUN=1 bash bench/paper_gpu.sh    # the same steps on the CPU at tiny sizes (CI runs both parts)
+#     PART=3 bash bench/paper_gpu.sh       # the comparison, once parts 1 and 2 have run
+#     DRY_RUN=1 bash bench/paper_gpu.sh    # the same steps on the CPU at tiny sizes (CI runs every part)
 # Needs only what the device image has (torch, torchvision, numpy, Pillow, tqdm, matplotlib,
 # scikit-learn); no mlxtend. Writes to $OUT, as soon as each step ends: card.txt, paper.log, and per
 # setting a summary.json of the 10 classes together (PART=1: summary.json; PART=2:
@@ -69,6 +75,17 @@ setting() {
         "$OUT/summary_${name}_rest.json" 2>&1 | tee -a "$OUT/paper.log" || status=1
 }
 
+# compare NAME LIMIT flags: classes 3 and 8 over two seeds into $WORK/NAME, its top-level summary
+# (statistics over the seeds) and comparison.md copied to $OUT
+compare() {
+    local name=$1 limit=$2; shift 2
+    echo "== $name: $* ($(date -u +%H:%M:%S))" | tee -a "$OUT/paper.log"
+    timeout -k 10 $((limit * SLOWER)) "${RUN[@]}" --retain-percent 30 --forget-classes "$RETRAINED" --seeds 2 "$@" \
+        --out "$WORK/$name" 2>&1 | tee -a "$OUT/paper.log" || status=1
+    cp "$WORK/$name/summary.json" "$OUT/summary_$name.json" 2>/dev/null || status=1
+    cp "$WORK/$name/comparison.md" "$OUT/comparison_$name.md" 2>/dev/null || status=1
+}
+
 case "$PART" in
     1)  # trains the original model (30 epochs) and the two retrained ones
         setting u30 240 100 --retain-percent 30
@@ -77,7 +94,10 @@ case "$PART" in
         setting u30_target 200 80 --retain-percent 30 "${TARGET[@]}"
         setting u100 30 40 --retain-percent 100
         setting u100_target 60 150 --retain-percent 100 "${TARGET[@]}" ;;
-    *)  echo "PART must be 1 or 2, got $PART" >&2; exit 2 ;;
+    3)  # seed 101's original and retrained models are trained here (about 1.5 minutes)
+        compare compare 330 --methods anti_sample,unsir,finetune,neggrad,random_label,bad_teacher,ssd,salun
+        compare compare_target 60 "${TARGET[@]}" --repair-epochs 1 ;;
+    *)  echo "PART must be 1, 2 or 3, got $PART" >&2; exit 2 ;;
 esac
 echo "paper_gpu part $PART exit status $status" | tee -a "$OUT/paper.log"
 exit "$status"
