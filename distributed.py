@@ -2,9 +2,10 @@
 runs every world-th unit; rank 0 then reads all finished units back and makes the summary)."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -47,26 +48,11 @@ def run_units(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, li
     """Every unit's rows, in one process or shared out under torchrun: rank r runs units
     r, r + world, ...; then rank 0 reads all finished units back from --out (the same reuse
     as a rerun) and returns the rows, the other ranks return None."""
-    rank, world = distributed_rank()
-    if world == 1:
-        experiment = Experiment(config)
-        return experiment, experiment.run(units, config.methods)
-    import torch.distributed as dist
-
-    cuda = torch.device(config.device).type == "cuda"
-    timeout = datetime.timedelta(minutes=config.dist_timeout_minutes)
-    try:
-        if cuda:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            config.device = str(device)
-            torch.cuda.set_device(device)  # before the process group, so NCCL binds each rank to its GPU
-            dist.init_process_group("nccl", timeout=timeout, device_id=device)
-        else:
-            dist.init_process_group("gloo", timeout=timeout)
-    except (ValueError, RuntimeError) as error:  # e.g. a MASTER_PORT that is not a port, a peer that never came
-        raise UserError(f"torchrun's rendezvous failed ({first_line(error)}); check MASTER_ADDR and MASTER_PORT, "
-                        f"or run without torchrun") from None
-    try:
+    with process_group(config) as (rank, world):
+        if world == 1:
+            experiment = Experiment(config)
+            return experiment, experiment.run(units, config.methods)
+        import torch.distributed as dist
         experiment = Experiment(config)
         if rank == 0:
             _ = experiment.original  # trained and cached once, here; the other ranks read it from the cache
@@ -74,7 +60,38 @@ def run_units(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, li
         experiment.run(units[rank::world], config.methods)
         dist.barrier()
         return experiment, experiment.run(units, config.methods) if rank == 0 else None
+
+
+@contextlib.contextmanager
+def process_group(config: RunConfig) -> Iterator[tuple[int, int]]:
+    """(rank, world size) for the block; under torchrun, the ranks' process group around it, joined
+    once however many runs the block holds (`seeds.run_seeds` holds one per seed: a group destroyed
+    and joined again on torchrun's store hung or refused to connect). On CUDA each rank takes its
+    LOCAL_RANK's GPU (`config.device`)."""
+    rank, world = distributed_rank()
+    if world == 1:
+        yield rank, world
+        return
+    import torch.distributed as dist
+
+    cuda = torch.device(config.device).type == "cuda"
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        config.device = str(device)
+        torch.cuda.set_device(device)  # before the process group, so NCCL binds each rank to its GPU
+    if dist.is_initialized():  # an enclosing block's group
+        yield rank, world
+        return
+    timeout = datetime.timedelta(minutes=config.dist_timeout_minutes)
+    try:
+        if cuda:
+            dist.init_process_group("nccl", timeout=timeout, device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
+    except (ValueError, RuntimeError) as error:  # e.g. a MASTER_PORT that is not a port, a peer that never came
+        raise UserError(f"torchrun's rendezvous failed ({first_line(error)}); check MASTER_ADDR and MASTER_PORT, "
+                        f"or run without torchrun") from None
+    try:
+        yield rank, world
     finally:
         dist.destroy_process_group()
-
-

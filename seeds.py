@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from distributed import run
+from distributed import process_group, run
 from errors import UserError
 from experiment import Experiment, RunConfig
 from report import comparison_markdown, plot_retain_forget, write_plots
@@ -57,11 +57,12 @@ def run_seeds(config: RunConfig, units: list[list[int]], seeds: list[int],
         raise UserError("--seeds and --checkpoint do not go together: one given model has one seed; "
                         "run the seeds without --checkpoint, or one --seed with it")
     summaries = {}
-    for seed in seeds:
-        one = seed_config(config, seed)
-        experiment, summaries[seed] = run(one, units)
-        if summaries[seed] is not None:
-            after_seed(one, experiment, summaries[seed])
+    with process_group(config):  # under torchrun, one group for all the seeds
+        for seed in seeds:
+            one = seed_config(config, seed)
+            experiment, summaries[seed] = run(one, units)
+            if summaries[seed] is not None:
+                after_seed(one, experiment, summaries[seed])
     return None if any(s is None for s in summaries.values()) else summaries
 
 

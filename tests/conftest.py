@@ -54,6 +54,25 @@ def run_script(script, *args, cwd=ROOT):
                           cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+def run_torchrun(script, *args, port, timeout=300):
+    """An entry script in two CPU processes under torchrun, with this process's thread count (CPU
+    numerics depend on it; torchrun would set one). A run past `timeout` (a rank that hangs) is
+    killed with all its workers, and fails the test."""
+    import torch
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(ROOT / script), "--no-progress", *map(str, args)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"torchrun {script} {' '.join(map(str, args))} ran past {timeout} s (a rank hung)")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 @contextlib.contextmanager
 def started(command, **popen_options):
     """A child process that a signal is sent to, as from a terminal: SIGINT at its default, also when
@@ -82,7 +101,8 @@ def run_main(script, argv, capsys):
 
 def numbers(summary_path):
     """The rows of a summary.json without their timings: what must repeat exactly."""
-    rows = json.loads(Path(summary_path).read_text())["per_class"]
+    summary = json.loads(Path(summary_path).read_text())
+    rows = summary["per_class"] if "per_class" in summary else summary["per_draw"]
     return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, CreatesFile, numbers, run_main, run_script, started, write_image_folder_archive
+from conftest import ROOT, CreatesFile, numbers, run_main, run_script, run_torchrun, started, write_image_folder_archive
 from store import save_checkpoint
 
 
@@ -340,14 +340,9 @@ def test_a_malformed_cached_model_is_reported_not_used(case, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_torchrun_splits_classes_across_two_processes_and_rank_0_merges(clean_run, tmp_path):
-    """Two CPU processes (gloo) share the classes and end with the single-process numbers.
-    torchrun would set one thread per process; CPU numerics depend on the thread count, so the
-    processes keep the single-process run's count."""
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         str(ROOT / "single_class_unlearning.py"), "--no-progress", *QUICK,
-         "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    """Two CPU processes (gloo) share the classes and end with the single-process numbers."""
+    result = run_torchrun("single_class_unlearning.py", *QUICK, "--out", tmp_path / "r", "--cache-dir", tmp_path / "c",
+                          port=29531)
     assert result.returncode == 0, result.stderr[-3000:]
     assert numbers(tmp_path / "r" / "summary.json") == numbers(clean_run / "r" / "summary.json")
     assert result.stdout.count("wrote summary.json") == 1  # only rank 0 reports

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import seeds
-from conftest import ROOT, TIMINGS, numbers, run_main, run_script, started
+from conftest import ROOT, numbers, run_main, run_script, run_torchrun, started
 from errors import UserError
 from schema import METRIC_NAMES, METRICS
 
@@ -153,3 +153,22 @@ def test_a_killed_two_seed_run_resumes_and_ends_with_the_same_numbers(tmp_path):
             assert {k: v for k, v in stats[statistic].items() if k not in timing} == {
                 k: v for k, v in clean_over[method][statistic].items() if k not in timing}
 
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_every_seeds_units_in_one_group_and_end_with_one_processs_numbers(tmp_path):
+    """Two CPU processes (gloo), two seeds, two draws: the ranks share each seed's units and rank 0
+    writes the same numbers as one process; the rerun reads everything back. A process group
+    destroyed and joined again per seed hung at the second seed, and refused to connect on the
+    rerun."""
+    flags = [*TINY, "--seeds", "2", "--draws", "2"]
+    clean = run_script("multi_class_unlearning.py", *flags, "--out", tmp_path / "clean", "--cache-dir", tmp_path / "c0")
+    assert clean.returncode == 0, clean.stderr
+    for port in (29533, 29534):  # the run, then its rerun
+        result = run_torchrun("multi_class_unlearning.py", *flags, "--out", tmp_path / "r", "--cache-dir",
+                              tmp_path / "c", port=port)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("wrote summary.json") == 1  # only rank 0 reports
+        for seed in (100, 101):
+            assert numbers(tmp_path / "r" / f"seed_{seed}" / "summary.json") == numbers(
+                tmp_path / "clean" / f"seed_{seed}" / "summary.json")
