@@ -1,17 +1,18 @@
 """Score candidate settings of the anti-sample method on the tuner's validation split, over every
-class, never the test set: how the defaults of SmallCNN's single-class row were chosen (README
-"Deviations").
+class and over seeds, never the test set: how the defaults of SmallCNN's single-class row were
+chosen (README "Deviations").
 
-    .venv/bin/python bench/score_rows.py CANDIDATES.json [tune_unlearning.py's data flags]
-    e.g. bench/score_rows.py bench/default_row_candidates.json --cache-dir checkpoints
+    .venv/bin/python bench/score_rows.py CANDIDATES.json [--seeds 100,101,102] [tune_unlearning.py's data flags]
+    e.g. bench/score_rows.py bench/default_row_candidates.json --seeds 100,101,102 --cache-dir checkpoints
 
 CANDIDATES.json maps a name to `AntiSampleParams` fields, each over the model's own single-class
-row (`hparams.resolve`), e.g. {"default": {}, "no repair": {"repair_epochs": 0}}. The tuning
-original model (trained on the training split less the validation split, its last epoch) forgets
-each class in turn, with the same seeded inputs as a tuner trial. Printed per candidate: the
-retain accuracy on the validation split (mean and lowest over classes), the forget class's
-accuracy on its held-out validation samples (mean and worst) and on its training samples, the
-samples the forget target checks (worst), and the epochs each class ran.
+row (`hparams.resolve`), e.g. {"default": {}, "no repair": {"repair_epochs": 0}}. At each seed
+(default: the tuner's --seed) the tuning original model (trained on the training split less the
+validation split, its last epoch) forgets each class in turn, with the same seeded inputs as a
+tuner trial. Printed per candidate, over every seed and class: the retain accuracy on the
+validation split (mean and lowest), the forget class's accuracy on its held-out validation samples
+(mean and worst, with its class and seed) and on its training samples, the samples the forget
+target checks (worst), the classes that ran to the epoch cap, and the most epochs any class ran.
 """
 from __future__ import annotations
 
@@ -47,23 +48,39 @@ def scores(tuner: tuning.Tuner, params: AntiSampleParams) -> dict[str, list[floa
     return result
 
 
+def take_seeds(argv: list[str]) -> tuple[list[int] | None, list[str]]:
+    """`--seeds 100,101,102` out of argv (the tuner's own flags have one --seed)."""
+    if "--seeds" not in argv:
+        return None, argv
+    i = argv.index("--seeds")
+    return [int(seed) for seed in argv[i + 1].split(",")], argv[:i] + argv[i + 2:]
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0].startswith("-"):
         sys.exit(__doc__)
     candidates = json.loads(Path(argv[0]).read_text())
-    args = tune_unlearning.get_args_parser().parse_args(["--no-progress", *argv[1:]])
+    seeds, flags = take_seeds(argv[1:])
+    args = tune_unlearning.get_args_parser().parse_args(["--no-progress", *flags])
     config, _ = tune_unlearning.resolve(args)
     row = hparams.resolve(config.model, get_dataset_spec(config.dataset).hparams_as, config.retain_percent)
-    tuner = tuning.Tuner(Experiment(config, tuning.tuning_data(config)), classes=[])
+    tuners = {seed: tuning.Tuner(Experiment(one, tuning.tuning_data(one)), classes=[])
+              for seed in seeds or [config.seed] for one in [dataclasses.replace(config, seed=seed)]}
     for name, fields in candidates.items():
         params = dataclasses.replace(AntiSampleParams.from_run(row, unlearn_mode=config.unlearn_mode), **fields)
         with Stopwatch() as clock:
-            s = scores(tuner, params)
-        n = len(s["retain"])
-        print(f"{name:28} retain (validation) {sum(s['retain']) / n:6.2f} (lowest {min(s['retain']):.2f})  "
-              f"forget (validation) {sum(s['forget_validation']) / n:5.2f} (worst {max(s['forget_validation']):.2f})  "
-              f"forget (training, worst) {max(s['forget_train']):.2f}  epochs {s['epochs']}  "
-              f"{clock.seconds:.0f} s", flush=True)
+            by_seed = {seed: scores(tuner, params) for seed, tuner in tuners.items()}
+        every = {key: [v for s in by_seed.values() for v in s[key]] for key in next(iter(by_seed.values()))}
+        n = len(every["retain"])
+        worst_seed, worst = max(((seed, s) for seed, s in by_seed.items()), key=lambda x: max(x[1]["forget_validation"]))
+        worst_class = worst["forget_validation"].index(max(worst["forget_validation"]))
+        capped = [f"{c}@{seed}" for seed, s in by_seed.items() for c, e in enumerate(s["epochs"])
+                  if params.forget_target is not None and e >= params.epoch_cap]
+        print(f"{name:28} retain (validation) {sum(every['retain']) / n:6.2f} (lowest {min(every['retain']):.2f})  "
+              f"forget (validation) {sum(every['forget_validation']) / n:5.2f} (worst "
+              f"{max(every['forget_validation']):.2f}, class {worst_class} seed {worst_seed})  "
+              f"forget (training, worst) {max(every['forget_train']):.2f}  at the cap: {' '.join(capped) or 'none'}  "
+              f"epochs at most {max(every['epochs'])}  {clock.seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
