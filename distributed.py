@@ -49,11 +49,10 @@ def run_units(config: RunConfig, units: list[list[int]]) -> tuple[Experiment, li
     r, r + world, ...; then rank 0 reads all finished units back from --out (the same reuse
     as a rerun) and returns the rows, the other ranks return None."""
     with process_group(config) as (rank, world):
+        experiment = Experiment(config)
         if world == 1:
-            experiment = Experiment(config)
             return experiment, experiment.run(units, config.methods)
         import torch.distributed as dist
-        experiment = Experiment(config)
         if rank == 0:
             _ = experiment.original  # trained and cached once, here; the other ranks read it from the cache
         dist.barrier()

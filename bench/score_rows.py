@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
             by_seed = {seed: scores(tuner, params) for seed, tuner in tuners.items()}
         every = {key: [v for s in by_seed.values() for v in s[key]] for key in next(iter(by_seed.values()))}
         n = len(every["retain"])
-        worst_seed, worst = max(((seed, s) for seed, s in by_seed.items()), key=lambda x: max(x[1]["forget_validation"]))
+        worst_seed, worst = max(by_seed.items(), key=lambda item: max(item[1]["forget_validation"]))
         worst_class = worst["forget_validation"].index(max(worst["forget_validation"]))
         capped = [f"{c}@{seed}" for seed, s in by_seed.items() for c, e in enumerate(s["epochs"])
                   if params.forget_target is not None and e >= params.epoch_cap]

@@ -24,7 +24,7 @@ def test_the_package_holds_every_library_module_and_reads_requirements_txt():
     assert sorted(setuptools["py-modules"]) == sorted(top_level)
     packages = {path.parent.name for path in ROOT.glob("*/__init__.py")}
     assert setuptools["packages"] == sorted(packages) == ["models"]
-    assert project()["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
+    assert setuptools["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
 
 
 @pytest.mark.slow

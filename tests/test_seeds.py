@@ -154,7 +154,6 @@ def test_a_killed_two_seed_run_resumes_and_ends_with_the_same_numbers(tmp_path):
                 k: v for k, v in clean_over[method][statistic].items() if k not in timing}
 
 
-
 @pytest.mark.slow
 def test_torchrun_ranks_share_every_seeds_units_in_one_group_and_end_with_one_processs_numbers(tmp_path):
     """Two CPU processes (gloo), two seeds, two draws: the ranks share each seed's units and rank 0
