@@ -83,10 +83,11 @@ OUR_MODELS = ("SmallCNN",)  # not the paper's: our rows below, and no model sele
 # Single-class: the row tune_unlearning.py found on mnist5k's validation split (2026-11-27, trial 83
 # of 105; never the test set), with the forget target on top, which scored higher there than the
 # row's fixed 16 epochs, and five repair epochs after it, which scored best there on every column
-# over all 10 classes and seeds 100-102 (retain 95.24 against 94.92 % with one, the worst class-seed's
-# held-out validation samples 2.5 against 5.0 % forget; bench/score_rows.py, README "Deviations"). Like the hand-searched row before it, it
-# uses the n_f * m candidates without the convex combination: with only 400 forget samples the
-# softmax mixing averages them into near-identical blurs.
+# over all 10 classes and seeds 100-102 (retain 95.24 against 94.92 % with one, the worst
+# class-seed's held-out validation samples 2.5 against 5.0 % forget; bench/score_rows.py, README
+# "Deviations"). Like the hand-searched row before it, it uses the n_f * m candidates without the
+# convex combination: with only 400 forget samples the softmax mixing averages them into
+# near-identical blurs.
 SMALL_CNN_ROW = PaperRow(7.07, 1.44, 1, 0.83, 3, convex_combination=False)
 SMALL_CNN_EPOCHS = 15
 SMALL_CNN_REPAIR_EPOCHS = 5
