@@ -108,7 +108,10 @@ def numbers(summary_path):
 
 def write_image_folder_archive(path, classes=None, per_class=2, seed=0, mode="w:gz", size=32, prefix="cifar"):
     """A tar archive of a CIFAR-10-style image folder (train/ and test/, a folder per class) of random
-    PNGs, `per_class` per class and split."""
+    PNGs, `per_class` per class and split. The same arguments give the same bytes: a gzip stream
+    carries no write time (tarfile's own "w:gz" stamps the second it was written)."""
+    import contextlib
+    import gzip
     import io
     import tarfile
 
@@ -117,7 +120,13 @@ def write_image_folder_archive(path, classes=None, per_class=2, seed=0, mode="w:
 
     from datasets import CIFAR10_CLASSES
     rng = np.random.default_rng(seed)
-    with tarfile.open(path, mode) as archive:
+    with contextlib.ExitStack() as stack:
+        if mode == "w:gz":
+            raw = stack.enter_context(open(path, "wb"))
+            stream = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0))
+            archive = stack.enter_context(tarfile.open(fileobj=stream, mode="w"))
+        else:
+            archive = stack.enter_context(tarfile.open(path, mode))
         for split in ("train", "test"):
             for cls in classes or CIFAR10_CLASSES:
                 for i in range(per_class):

@@ -245,11 +245,22 @@ def test_every_tar_compression_python_reads_is_an_archive(tmp_path, mode, name):
     assert torch.equal(train.images, load_dataset("cifar10", tmp_path / "reference.tar.gz")[0].images)
 
 
+def test_archive_writer_gives_the_same_bytes_at_another_time(tmp_path, monkeypatch):
+    """The tests' archives must not depend on the clock: a gzip header stamped with the second of
+    writing made two writes straddling a second differ (a chance CI failure)."""
+    import time
+    write_image_folder_archive(tmp_path / "now.tar.gz")
+    later = time.time() + 100
+    monkeypatch.setattr(time, "time", lambda: later)
+    write_image_folder_archive(tmp_path / "later.tar.gz")
+    assert (tmp_path / "now.tar.gz").read_bytes() == (tmp_path / "later.tar.gz").read_bytes()
+
+
 def test_data_fingerprint_follows_content_not_path(tmp_path, monkeypatch):
     from datasets import fingerprint_data
     write_image_folder_archive(tmp_path / "a.tar.gz")
     (tmp_path / "elsewhere").mkdir()
-    shutil.copyfile(tmp_path / "a.tar.gz", tmp_path / "elsewhere" / "a.tar.gz")  # gzip stamps the second it wrote
+    shutil.copyfile(tmp_path / "a.tar.gz", tmp_path / "elsewhere" / "a.tar.gz")  # the same bytes at another path
     monkeypatch.chdir(tmp_path)
     here = fingerprint_data("cifar10", "a.tar.gz")
     monkeypatch.chdir(tmp_path / "elsewhere")
